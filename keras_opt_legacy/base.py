@@ -10,6 +10,7 @@ import inspect
 import math
 import numbers
 import weakref
+from collections import namedtuple
 
 import numpy as np
 import tensorflow as tf
@@ -96,6 +97,32 @@ def after_all(tensors, also=()):
     """
     with tf.control_dependencies(list(also)):
         return tf.tuple(list(tensors))
+
+
+class InPlace(namedtuple('InPlace', 'sign value')):
+    """A rule's new value `variable + sign * value`, applied in place (AssignAdd/AssignSub): the
+    same float result as assigning `variable + value` (or `- value`), without a temporary the
+    size of the variable and the full copy that an Assign makes of it."""
+
+    def apply(self, variable):
+        return (tf.assign_add if self.sign > 0 else tf.assign_sub)(variable, self.value)
+
+
+def plus(value):
+    """The new value `variable + value`, applied in place."""
+    return InPlace(1, value)
+
+
+def minus(value):
+    """The new value `variable - value`, applied in place."""
+    return InPlace(-1, value)
+
+
+def new_value(variable, update):
+    """The tensor a rule's update of `variable` computes (in-place forms spelled out)."""
+    if not isinstance(update, InPlace):
+        return update
+    return variable + update.value if update.sign > 0 else variable - update.value
 
 
 _KERAS_RATES = weakref.WeakKeyDictionary()
@@ -433,7 +460,8 @@ class Optimizer(OptimizerBase):
         raise NotImplementedError
 
     def _fused(self, p, g, slots, step):
-        """The same rule as one fused TF kernel op, or None where there is none."""
+        """The same rule built on TF's fused kernels (an op, or a list of ops whose last one
+        updates `p`), or None where there is none."""
         return None
 
     def _final_updates(self, step):
@@ -446,12 +474,16 @@ class Optimizer(OptimizerBase):
         first would change what a later read sees. (Waiting only for the ops that read the
         variable is not enough: grappler may turn such an op into an Identity -- pow(x, 1) -- and
         an Identity of a ref variable aliases its buffer until its own consumers have run.)
+        In-place updates (`plus`/`minus`) run after the copies, which may read such an alias.
         The constraint of `p` applies to its value."""
         constraint = getattr(p, 'constraint', None)
-        updates = [(v, constraint(x) if v is p and constraint is not None else x)
-                   for v, x in updates]
-        with tf.control_dependencies([x for _, x in updates]):
-            return [K.update(v, x) for v, x in updates]
+        if constraint is not None:
+            updates = [(v, constraint(new_value(v, x)) if v is p else x) for v, x in updates]
+        with tf.control_dependencies([x.value if isinstance(x, InPlace) else x
+                                      for _, x in updates]):
+            copies = [K.update(v, x) for v, x in updates if not isinstance(x, InPlace)]
+        with tf.control_dependencies(copies):
+            return copies + [x.apply(v) for v, x in updates if isinstance(x, InPlace)]
 
     def update_ops(self, grads, params):
         """Ops that apply one step with `grads` (already clipped) to `params`.
@@ -467,8 +499,9 @@ class Optimizer(OptimizerBase):
             fusable = self.fused and getattr(p, 'constraint', None) is None and \
                 isinstance(g, tf.Tensor)
             fused = self._fused(p, g, self._slots[p], step) if fusable else None
-            ops.extend([fused] if fused is not None else
-                       self._assign_all(self._apply(p, g, self._slots[p], step), p))
+            if fused is None:
+                fused = self._assign_all(self._apply(p, g, self._slots[p], step), p)
+            ops.extend(fused if isinstance(fused, list) else [fused])
         with tf.control_dependencies(ops):
             final = self._assign_all(self._final_updates(step))
         with tf.control_dependencies(ops + final):

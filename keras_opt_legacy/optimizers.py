@@ -2,15 +2,29 @@
 
 Each class states its slots and writes its update rule once; the base does the rest.
 Every constructor also takes `learning_rate=` (alias of `lr=`, which may be a schedule),
-`clipnorm=`, `clipvalue=` and `fused=`: with `fused=True` (the default) plain SGD, Adam,
-Adamax, Adadelta and Ftrl run TensorFlow's fused training kernel, whose arithmetic and state
-are the formula's (equal to float rounding), unless a constraint or a sparse gradient needs the
-plain graph; `fused=False` always builds the plain Keras-formula graph.
+`clipnorm=`, `clipvalue=` and `fused=`: with `fused=True` (the default) SGD, Adagrad, Adam,
+Adamax, Adadelta and Ftrl run TensorFlow's fused training kernels (RMSprop and momentum SGD in
+part), whose arithmetic and state are the formula's (equal to float rounding), unless a
+constraint or a sparse gradient needs the plain graph; `fused=False` always builds the plain
+Keras-formula graph. Elsewhere the parameter update is applied in place (`minus`/`plus`).
 """
 from keras import backend as K
 
-from .base import NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, register
+from .base import NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, minus, plus, register
 from .compat import fused_kernels
+
+
+def _descend(variable, rate, x):
+    """`variable - rate * x`, in place and in one pass: TF's fused ApplyGradientDescent kernel
+    (its `x * rate` rounds as `rate * x`). Returns the updated variable."""
+    return fused_kernels().apply_gradient_descent(variable, rate, x)
+
+
+def _average_in_place(variable, decay, x):
+    """`decay * variable + (1 - decay) * x` into `variable`, rounded as that formula: `variable
+    <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact), with no
+    temporary the size of `variable` for the sum. Returns the updated variable."""
+    return _descend(K.update(variable, decay * variable), -(1. - decay), x)
 
 
 @register
@@ -29,14 +43,20 @@ class SGD(Optimizer):
 
     def _fused(self, p, g, slots, step):
         if 'moment' not in slots:
-            return fused_kernels().apply_gradient_descent(p, step.lr, g)
+            return _descend(p, step.lr, g)
+        # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same two roundings.
+        v = _descend(K.update(slots['moment'], self.momentum * slots['moment']), step.lr, g)
+        if not self.nesterov:
+            return [v, K.update_add(p, v)]
+        # (p + momentum*v) - lr*g, as the formula rounds it.
+        return [_descend(K.update_add(p, self.momentum * v), step.lr, g)]
 
     def _apply(self, p, g, slots, step):
         if 'moment' not in slots:
-            return [(p, p - step.lr * g)]
+            return [(p, minus(step.lr * g))]
         m = slots['moment']
         v = self.momentum * m - step.lr * g
-        new_p = p + self.momentum * v - step.lr * g if self.nesterov else p + v
+        new_p = p + self.momentum * v - step.lr * g if self.nesterov else plus(v)
         return [(m, v), (p, new_p)]
 
 
@@ -51,11 +71,17 @@ class RMSprop(Optimizer):
         self.rho = self._hyper('rho', rho, UNIT_INTERVAL, variable=True)
         self.epsilon = self._epsilon(epsilon)
 
+    def _fused(self, p, g, slots, step):
+        # Adagrad's kernel without its accumulator update is RMSprop's parameter step.
+        apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)
+        if apply_adagrad_v2 is not None:
+            new_a = _average_in_place(slots['accumulator'], self.rho, K.square(g))
+            return apply_adagrad_v2(p, new_a, step.lr, self.epsilon, g, update_slots=False)
+
     def _apply(self, p, g, slots, step):
         a = slots['accumulator']
         new_a = self.rho * a + (1. - self.rho) * K.square(g)
-        new_p = p - step.lr * g / (K.sqrt(new_a) + self.epsilon)
-        return [(a, new_a), (p, new_p)]
+        return [(a, new_a), (p, minus(step.lr * g / (K.sqrt(new_a) + self.epsilon)))]
 
 
 @register
@@ -68,11 +94,15 @@ class Adagrad(Optimizer):
         super(Adagrad, self).__init__(lr=lr, decay=decay, **kwargs)
         self.epsilon = self._epsilon(epsilon)
 
+    def _fused(self, p, g, slots, step):
+        apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)  # has epsilon
+        if apply_adagrad_v2 is not None:
+            return apply_adagrad_v2(p, slots['accumulator'], step.lr, self.epsilon, g)
+
     def _apply(self, p, g, slots, step):
         a = slots['accumulator']
         new_a = a + K.square(g)
-        new_p = p - step.lr * g / (K.sqrt(new_a) + self.epsilon)
-        return [(a, new_a), (p, new_p)]
+        return [(a, new_a), (p, minus(step.lr * g / (K.sqrt(new_a) + self.epsilon)))]
 
 
 @register
@@ -96,8 +126,7 @@ class Adadelta(Optimizer):
         new_a = self.rho * a + (1. - self.rho) * K.square(g)
         update = g * K.sqrt(d + self.epsilon) / K.sqrt(new_a + self.epsilon)
         new_d = self.rho * d + (1 - self.rho) * K.square(update)
-        return [(a, new_a), (p, p - step.lr * update),
-                (d, new_d)]
+        return [(a, new_a), (p, minus(step.lr * update)), (d, new_d)]
 
 
 class _AdamFamily(Optimizer):
@@ -140,7 +169,7 @@ class Adam(_AdamFamily):
         if self.amsgrad:
             v_t = K.maximum(slots['vhat'], v_t)
             updates.append((slots['vhat'], v_t))
-        return updates + [(p, p - step.lr_t * m_t / (K.sqrt(v_t) + self.epsilon))]
+        return updates + [(p, minus(step.lr_t * m_t / (K.sqrt(v_t) + self.epsilon)))]
 
 
 @register
@@ -165,7 +194,7 @@ class Adamax(_AdamFamily):
         m_t = (self.beta_1 * m) + (1. - self.beta_1) * g
         u_t = K.maximum(self.beta_2 * u, K.abs(g))
         return [(m, m_t), (u, u_t),
-                (p, p - step.lr_t * m_t / (u_t + self.epsilon))]
+                (p, minus(step.lr_t * m_t / (u_t + self.epsilon)))]
 
 
 @register
@@ -194,16 +223,25 @@ class Nadam(_AdamFamily):
                     momentum_cache_t_1=momentum_cache_t_1, m_schedule_new=m_schedule_new,
                     m_schedule_next=m_schedule_new * momentum_cache_t_1)
 
+    def _fused(self, p, g, slots, step):
+        # No kernel for Nadam: the moving averages in place, then the formula's step.
+        m_t = _average_in_place(slots['m'], self.beta_1, g)
+        v_t = _average_in_place(slots['v'], self.beta_2, K.square(g))
+        return [K.update_sub(p, self._step(g, m_t, v_t, step))]
+
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
-        g_prime = g / (1. - step.m_schedule_new)
         m_t = self.beta_1 * m + (1. - self.beta_1) * g
-        m_t_prime = m_t / (1. - step.m_schedule_next)
         v_t = self.beta_2 * v + (1. - self.beta_2) * K.square(g)
+        return [(m, m_t), (v, v_t), (p, minus(self._step(g, m_t, v_t, step)))]
+
+    def _step(self, g, m_t, v_t, step):
+        """What the update subtracts from p, given the new moving averages."""
+        g_prime = g / (1. - step.m_schedule_new)
+        m_t_prime = m_t / (1. - step.m_schedule_next)
         v_t_prime = v_t / (1. - K.pow(self.beta_2, step.t))
         m_t_bar = (1. - step.momentum_cache_t) * g_prime + step.momentum_cache_t_1 * m_t_prime
-        return [(m, m_t), (v, v_t),
-                (p, p - step.lr * m_t_bar / (K.sqrt(v_t_prime) + self.epsilon))]
+        return step.lr * m_t_bar / (K.sqrt(v_t_prime) + self.epsilon)
 
     def _final_updates(self, step):
         return [(self.m_schedule, step.m_schedule_new)]

@@ -130,10 +130,26 @@ def check_tableau(a, b):
     return tuple(map(tuple, matrix.tolist())), b
 
 
-def _combination(start, h, weights, ks):
-    """start + h * sum_j weights_j k_j, one add_n over the nonzero terms (a fixed order)."""
-    terms = [w * k for w, k in zip(weights, ks) if w != 0]
-    return start + h * tf.add_n(terms) if terms else start
+def _combination(start, h, weights, gs):
+    """start - h * sum_j weights_j g_j, one add_n over the nonzero terms (a fixed order)."""
+    terms = [w * g for w, g in zip(weights, gs) if w != 0]
+    return start - h * tf.add_n(terms) if terms else start
+
+
+def _move(p, start, h, weights, gs, after):
+    """Ops that set `p` to start - h * sum_j weights_j g_j in place, after the ops `after`: a copy
+    of `start` (unless it is `p`), then one `p -= (h * w_j) * g_j` per nonzero weight. That is
+    TF's fused ApplyGradientDescent kernel, one pass over memory (`p - c * g` and an assign take
+    three); the terms are subtracted in a fixed order."""
+    ops = list(after)
+    if start is not p:
+        with tf.control_dependencies(ops):
+            ops.append(K.update(p, start))
+    for w, g in zip(weights, gs):
+        if w != 0:
+            with tf.control_dependencies(ops):
+                ops.append(compat.fused_kernels().apply_gradient_descent(p, h * w, g))
+    return ops
 
 
 def _assign_in_order(*groups):
@@ -159,9 +175,9 @@ class RungeKutta(InjectOptimizer):
     (s rows, each in full or stopping before the diagonal), `b` s weights summing to 1.
 
     Each batch runs s graph functions (installed by `opt.inject(model)`). `weights`:
-    `[iterations]` + per-parameter slots 'start' (p_n) and 'k1'..'k{s-1}' (the stage derivatives
-    a later stage reads). `iterations` counts batches. Constraints apply to p_{n+1}, not to the
-    points where the stages evaluate the gradient.
+    `[iterations]` + per-parameter slots 'start' (p_n) and 'g1'..'g{s-1}' (the stage gradients
+    a later stage reads; k_j = -g_j). `iterations` counts batches. Constraints apply to p_{n+1},
+    not to the points where the stages evaluate the gradient.
     """
 
     a = b = None  # the tableau of a named method
@@ -170,7 +186,7 @@ class RungeKutta(InjectOptimizer):
         super(RungeKutta, self).__init__(lr=lr, decay=decay, **kwargs)
         self.a, self.b = check_tableau(*self._tableau_arguments(a=a, b=b))
         s = len(self.b)
-        self.slot_names = ('start',) + tuple('k%d' % j for j in range(1, s)) if s > 1 else ()
+        self.slot_names = ('start',) + tuple('g%d' % j for j in range(1, s)) if s > 1 else ()
 
     @property
     def evaluations_per_step(self):
@@ -196,41 +212,42 @@ class RungeKutta(InjectOptimizer):
         return self._learning_rate_at(self.iterations)
 
     def _stage_inputs(self, p, g, i):
-        """(p_n, [k_1..k_{i+1}]) at stage i (from 0): earlier derivatives from the slots, this
-        stage's from its gradient."""
-        k = -tf.convert_to_tensor(g)  # dense (an Embedding's are IndexedSlices): ks are mixed
+        """(p_n, [g_1..g_{i+1}]) at stage i (from 0): earlier gradients from the slots, this
+        stage's own."""
+        g = tf.convert_to_tensor(g)  # dense (an Embedding's are IndexedSlices)
         if i == 0:
-            return p, [k]
+            return p, [g]
         slots = self._slots[p]
-        return slots['start'], [slots['k%d' % j] for j in range(1, i + 1)] + [k]
+        return slots['start'], [slots['g%d' % j] for j in range(1, i + 1)] + [g]
 
     def _last_stage(self, h, params, grads):
-        """`(parameter updates, scalar updates)` of the last stage."""
-        moved = []
+        """The ops of the last stage: p_{n+1}, constrained."""
+        ops = []
         for p, g in zip(params, grads):
-            start, ks = self._stage_inputs(p, g, len(self.b) - 1)
-            moved.append((p, _combination(start, h, self.b, ks)))
-        return moved, []
+            start, gs = self._stage_inputs(p, g, len(self.b) - 1)
+            moved = _move(p, start, h, self.b, gs, after=[])
+            if getattr(p, 'constraint', None) is not None:
+                with tf.control_dependencies(moved):
+                    moved.append(K.update(p, p.constraint(moved[-1] if moved else p)))
+            ops += moved
+        return ops
 
     def stages(self, grads, params):
         h = self._step_size()
         last = len(self.b) - 1
 
-        def intermediate(i):  # save p_n and k_{i+1}, move p to the point of stage i + 1
-            state, moved = [], []
+        def intermediate(i):  # save p_n and g_{i+1}, move p to the point of stage i + 1
+            ops = []
             for p, g in zip(params, grads):
-                start, ks = self._stage_inputs(p, g, i)
-                state.append((self._slots[p]['k%d' % (i + 1)], ks[-1]))
+                start, gs = self._stage_inputs(p, g, i)
+                saved = [K.update(self._slots[p]['g%d' % (i + 1)], gs[-1])]
                 if i == 0:
-                    state.append((self._slots[p]['start'], p))
-                moved.append((p, _combination(start, h, self.a[i + 1], ks)))
-            return _assign_in_order(state, moved)
+                    saved.append(K.update(self._slots[p]['start'], p))
+                ops += _move(p, start, h, self.a[i + 1], gs, after=saved)
+            return ops
 
         def final():
-            moved, scalars = self._last_stage(h, params, grads)
-            moved = [(p, p.constraint(x) if getattr(p, 'constraint', None) else x)
-                     for p, x in moved]
-            ops = _assign_in_order(moved, scalars)
+            ops = self._last_stage(h, params, grads)
             with tf.control_dependencies(ops):  # after every read of `iterations` (h)
                 return ops + [K.update_add(self.iterations, 1)]
 
@@ -305,9 +322,9 @@ class AdaptiveRungeKutta(RungeKutta):
         last, error_weights = len(self.b) - 1, [x - y for x, y in zip(self.b, self.b_embedded)]
         moves, squares = [], []
         for p, g in zip(params, grads):
-            start, ks = self._stage_inputs(p, g, last)
-            new = _combination(start, h, self.b, ks)
-            error = _combination(0., h, error_weights, ks)
+            start, gs = self._stage_inputs(p, g, last)
+            new = _combination(start, h, self.b, gs)
+            error = _combination(0., h, error_weights, gs)
             scale = self.atol + self.rtol * K.maximum(K.abs(start), K.abs(new))
             squares.append(K.sum(K.square(error / scale)))
             moves.append((p, start, new))
@@ -318,8 +335,9 @@ class AdaptiveRungeKutta(RungeKutta):
                         self.min_factor, self.max_factor)
         factor = tf.where(finite, factor, tf.constant(self.min_factor, factor.dtype))
         new_h = K.clip(h * factor, self.min_step, self.max_step)
-        return ([(p, select(accepted, new, start)) for p, start, new in moves],
-                [(self.step_size, new_h)])
+        moved = [(p, select(accepted, new, start)) for p, start, new in moves]
+        moved = [(p, p.constraint(x) if getattr(p, 'constraint', None) else x) for p, x in moved]
+        return _assign_in_order(moved, [(self.step_size, new_h)])
 
 
 # ---- the named methods -----------------------------------------------------------------------

@@ -207,8 +207,9 @@ class GradientAccumulation(Wrapper):
     def prepare_step(self, grads, params):
         params = self._create_slots(params)
         accumulators = [self._slots[p]['accumulator'] for p in params]
-        totals = [a + g for a, g in zip(accumulators, resolve_gradients(grads))]
-        inner = self._prepare_inner(lambda: [t / self.steps for t in totals], params)
+        grads = resolve_gradients(grads)
+        inner = self._prepare_inner(
+            lambda: [(a + g) / self.steps for a, g in zip(accumulators, grads)], params)
         applies = K.equal(self.iterations % self.steps, self.steps - 1)
 
         def update():
@@ -217,8 +218,8 @@ class GradientAccumulation(Wrapper):
                 return tf.group(*(inner_ops + [K.update(a, tf.zeros_like(a))
                                                for a in accumulators]))
 
-        def accumulate():
-            return tf.group(*[K.update(a, t) for a, t in zip(accumulators, totals)])
+        def accumulate():  # in place: a + g without a temporary or a copy (update_ops' `plus`)
+            return tf.group(*[K.update_add(a, g) for a, g in zip(accumulators, grads)])
 
         def build():
             step = tf.cond(applies, update, accumulate)

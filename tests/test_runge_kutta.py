@@ -520,10 +520,10 @@ def test_weights_list_and_name_all_state(name):
     assert opt.evaluations_per_step == stages
     scalars = ['iterations'] + (['step_size'] if name in ADAPTIVE else [])
     assert opt.weight_names[:len(scalars)] == scalars
-    assert len(opt.weights) == len(opt.weight_names) == len(scalars) + 4 * stages  # start, k's
+    assert len(opt.weights) == len(opt.weight_names) == len(scalars) + 4 * stages  # start, g's
     assert len(set(opt.weight_names)) == len(opt.weight_names)
     assert {n.split('/')[0] for n in opt.weight_names[len(scalars):]} == \
-        {'start'} | {'k%d' % j for j in range(1, stages)}
+        {'start'} | {'g%d' % j for j in range(1, stages)}
 
 
 @pytest.mark.parametrize('name', ALL)
