@@ -57,6 +57,32 @@ def keras_weight_names(class_name, count, params):
     return ['state_%d' % i for i in range(count)]
 
 
+def keras_get_updates(optimizer, grads, params, slots=None):
+    """`(updates, slots)`: Keras built-in `optimizer`'s own `get_updates` on the given `grads`.
+
+    Keras's built-ins create their slot variables inside `get_updates` (`K.zeros`), so each call
+    makes new ones. Passed the `slots` of a first call, a later call gets those back in the same
+    order: its update ops can be built where they are needed (inside a tf.cond, where variables
+    must not be created) on the same state."""
+    created = []
+    original_zeros = K.zeros
+
+    def zeros(*args, **kwargs):
+        created.append(original_zeros(*args, **kwargs) if slots is None else slots[len(created)])
+        return created[-1]
+    optimizer.get_gradients = lambda loss, params: grads  # this instance, this call only
+    K.zeros = zeros
+    try:
+        updates = optimizer.get_updates(loss=None, params=params)
+    finally:
+        K.zeros = original_zeros
+        del optimizer.get_gradients
+    if slots is not None and len(created) != len(slots):
+        raise RuntimeError('%s created %d slots on a second get_updates, %d on the first'
+                           % (type(optimizer).__name__, len(created), len(slots)))
+    return updates, created
+
+
 def make_train_function(model):
     """Build Keras's own train function (and so the optimizer's state) now."""
     model._make_train_function()

@@ -37,7 +37,7 @@ def inner_step(optimizer, grads, params):
     if isinstance(optimizer, OptimizerBase):
         return optimizer.prepare_step(
             lambda: optimizer.clip_gradients(resolve_gradients(grads)), params)
-    return _keras_builtin_step(optimizer, resolve_gradients(grads), params)
+    return _keras_builtin_step(optimizer, grads, params)
 
 
 def inner_state(optimizer, params):
@@ -48,18 +48,19 @@ def inner_state(optimizer, params):
 
 
 def _keras_builtin_step(optimizer, grads, params):
-    grads = clip_gradients(grads, getattr(optimizer, 'clipnorm', None),
-                           getattr(optimizer, 'clipvalue', None))
-    optimizer.get_gradients = lambda loss, params: grads  # this instance, this call only
-    try:
-        updates = optimizer.get_updates(loss=None, params=params)
-    finally:
-        del optimizer.get_gradients
-    assignments = [_assignment(update, optimizer) for update in updates]
+    def clipped():
+        return clip_gradients(resolve_gradients(grads), getattr(optimizer, 'clipnorm', None),
+                              getattr(optimizer, 'clipvalue', None))
+    # This first call creates Keras's slots, outside any control flow; its ops never run.
+    _, slots = compat.keras_get_updates(optimizer, clipped(), params)
 
     def build():
-        # Re-create Keras's assignments: all new values first (a variable may be read in several
-        # places), and counters last (Keras 2.2.4 races reading `iterations` against its increment).
+        # Keras's update ops again, here (in a wrapper's tf.cond branch, they run only when it
+        # applies an update), on the same slots. Its assignments re-created: all new values
+        # first (a variable may be read in several places), and counters last (Keras 2.2.4
+        # races reading `iterations` against its increment).
+        updates, _ = compat.keras_get_updates(optimizer, clipped(), params, slots)
+        assignments = [_assignment(update, optimizer) for update in updates]
         with tf.control_dependencies([value for _, _, value in assignments]):
             ops = [assign(ref, value) for assign, ref, value in assignments
                    if assign is not tf.assign_add]
