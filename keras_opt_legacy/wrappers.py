@@ -91,10 +91,12 @@ class Wrapper(OptimizerBase):
     """Base of the wrappers: holds the inner optimizer, delegates the learning rate to it, lists
     `[iterations] + own slots + the inner optimizer's state` as `weights`."""
 
+    wraps_inject = False  # whether it can wrap an optimizer that needs opt.inject(model)
+
     def __init__(self, optimizer):
         super(Wrapper, self).__init__()
         self.optimizer = as_optimizer(optimizer)
-        if getattr(self.optimizer, 'needs_inject', False):
+        if getattr(self.optimizer, 'needs_inject', False) and not self.wraps_inject:
             raise ValueError('%s drives the train function itself (opt.inject(model)), so it must '
                              'be the outermost optimizer: it cannot be wrapped in %s'
                              % (type(self.optimizer).__name__, type(self).__qualname__))
@@ -204,12 +206,22 @@ class GradientAccumulation(Wrapper):
             return step(ins)
         compat.install_train_function(model, train_function)
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, reduce=None):
+        """`reduce` (given by `distributed.DistributedOptimizer`): a function of the mean
+        gradient, e.g. an allreduce over workers, run only on the batches that apply an update."""
         params = self._create_slots(params)
         accumulators = [self._slots[p]['accumulator'] for p in params]
         totals = [a + g for a, g in zip(accumulators, resolve_gradients(grads))]
-        inner = self._prepare_inner(lambda: [t / self.steps for t in totals], params)
         applies = K.equal(self.iterations % self.steps, self.steps - 1)
+
+        def mean():
+            grads = [t / self.steps for t in totals]
+            if reduce is None:
+                return grads
+            # A cond of its own: a Keras built-in's update math is built here, outside the
+            # update branch below, and would otherwise reduce on every batch.
+            return tf.cond(applies, lambda: reduce(grads), lambda: grads)
+        inner = self._prepare_inner(mean, params)
 
         def update():
             inner_ops = inner()
