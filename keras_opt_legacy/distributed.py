@@ -13,8 +13,6 @@ applied: with gradient accumulation, once every `steps` batches rather than on e
 every `sync_every` updates (local SGD). An allreduce inside a `tf.cond` branch is safe: every
 worker runs the same graph on the same step count, so all take the same branch at the same step.
 """
-import numbers
-
 import tensorflow as tf
 from keras import backend as K
 from keras.callbacks import Callback
@@ -33,15 +31,10 @@ from .base import PreparedStep, checked_number, register, resolve_gradients
 from .callbacks import Checkpoint
 from .runge_kutta import InjectOptimizer
 from .state import state_of
-from .wrappers import GradientAccumulation, Wrapper, inner_state, inner_step
+from .wrappers import (GradientAccumulation, Wrapper, inner_state, inner_step,
+                       positive_integer)
 
 init, rank, size = hvd.init, hvd.rank, hvd.size
-
-
-def _positive_integer(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError('%s must be a positive integer, got %r' % (name, value))
-    return int(value)
 
 
 @register
@@ -58,31 +51,33 @@ class DistributedOptimizer(Wrapper):
     gradient it evaluates.
 
     `weights` is kept in a variable (`opt.worker_weight`, settable with `K.set_value`).
-    `iterations` counts batches. Every worker must run the same number of batches.
+    `iterations` counts batches (a multi-stage optimizer counts them itself: this one stays 0).
+    Every worker must run the same number of batches.
     """
 
     wraps_inject = True
 
     def __init__(self, optimizer, backward_passes_per_step=1, average=True, weights=None):
-        super(DistributedOptimizer, self).__init__(optimizer)
-        self.backward_passes_per_step = _positive_integer('backward_passes_per_step',
-                                                          backward_passes_per_step)
+        backward_passes_per_step = positive_integer('backward_passes_per_step',
+                                                    backward_passes_per_step)
         if not isinstance(average, bool):
             raise TypeError('average must be True or False, got %r' % (average,))
-        self.average = average
+        weights = None if weights is None else checked_number('weights', weights)
+        super(DistributedOptimizer, self).__init__(optimizer)
+        self.backward_passes_per_step, self.average = backward_passes_per_step, average
         self.worker_weight = None
         if weights is not None:
             with tf.name_scope(self._scope):
-                self.worker_weight = K.variable(checked_number('weights', weights),
-                                                name='worker_weight')
+                self.worker_weight = K.variable(weights, name='worker_weight')
+        # The accumulation whose mean gradient is reduced, if any.
         self._accumulation = self.optimizer if isinstance(
             self.optimizer, GradientAccumulation) else None
-        if self.backward_passes_per_step > 1:
+        if backward_passes_per_step > 1:
             if self.needs_inject or self._accumulation is not None:
-                raise ValueError('backward_passes_per_step > 1 cannot accumulate over %s'
+                raise ValueError('backward_passes_per_step > 1 cannot accumulate the gradients '
+                                 'of %s (a multi-stage optimizer, or an accumulation already)'
                                  % type(self.optimizer).__name__)
-            self._accumulation = GradientAccumulation(self.optimizer,
-                                                      self.backward_passes_per_step)
+            self._accumulation = GradientAccumulation(self.optimizer, backward_passes_per_step)
         self._injecting = False
 
     @property
@@ -165,7 +160,7 @@ class PeriodicAveraging(Wrapper):
 
     def __init__(self, optimizer, sync_every):
         super(PeriodicAveraging, self).__init__(optimizer)
-        self.sync_every = _positive_integer('sync_every', sync_every)
+        self.sync_every = positive_integer('sync_every', sync_every)
 
     def prepare_step(self, grads, params):
         params = self._create_slots(params)

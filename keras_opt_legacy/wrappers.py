@@ -82,6 +82,15 @@ def _assignment(update, optimizer):
     return kinds[op.type], op.inputs[0], op.inputs[1]
 
 
+def positive_integer(name, value):
+    """`value` as an int, or raise TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError('%s must be a positive integer, got %r' % (name, value))
+    if value < 1:
+        raise ValueError('%s must be a positive integer, got %r' % (name, value))
+    return int(value)
+
+
 def select(condition, if_true, if_false):
     """Element-wise choice by a scalar boolean (tf.where needs a condition of the value's shape)."""
     return tf.where(tf.fill(tf.shape(if_true), condition), if_true, if_false)
@@ -160,15 +169,12 @@ class GradientAccumulation(Wrapper):
     MODEL_UPDATES = ('every_batch', 'with_update')
 
     def __init__(self, optimizer, steps, model_updates='every_batch'):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-            raise TypeError('steps must be a positive integer, got %r' % (steps,))
-        if steps < 1:
-            raise ValueError('steps must be a positive integer, got %r' % (steps,))
+        steps = positive_integer('steps', steps)
         if model_updates not in self.MODEL_UPDATES:
             raise ValueError('model_updates must be one of %s, got %r'
                              % (', '.join(map(repr, self.MODEL_UPDATES)), model_updates))
         super(GradientAccumulation, self).__init__(optimizer)
-        self.steps = int(steps)
+        self.steps = steps
         self.model_updates = model_updates
         self._injecting = False
 
@@ -257,14 +263,11 @@ class Lookahead(Wrapper):
     slot_names = ('slow',)
 
     def __init__(self, optimizer, sync_period=5, slow_step=0.5):
-        if isinstance(sync_period, bool) or not isinstance(sync_period, numbers.Integral):
-            raise TypeError('sync_period must be a positive integer, got %r' % (sync_period,))
-        if sync_period < 1:
-            raise ValueError('sync_period must be a positive integer, got %r' % (sync_period,))
+        sync_period = positive_integer('sync_period', sync_period)
         slow_step = checked_number('slow_step', slow_step,
                                    (lambda v: 0 < v <= 1, 'in (0, 1]'))
         super(Lookahead, self).__init__(optimizer)
-        self.sync_period, self.slow_step = int(sync_period), slow_step
+        self.sync_period, self.slow_step = sync_period, slow_step
         # 0 until the slow weights hold the parameters (again after a reset).
         self.started = self._add_scalar('started', 0, dtype='int64')
 

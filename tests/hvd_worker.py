@@ -73,10 +73,7 @@ def train(out):
     for name, make in sorted(CONFIGS.items()):
         K.clear_session()
         optimizer, per_update = make()
-        model = problems.mlp()
-        model.compile(optimizer, 'mse')
-        if getattr(optimizer, 'needs_inject', False):
-            optimizer.inject(model)
+        model = problems.compiled(optimizer)
         distributed.broadcast_state(model)
         timeline = os.path.join(out, name + '.timeline.json')
         distributed.hvd.start_timeline(timeline)

@@ -77,10 +77,7 @@ def single_worker(name):
         'heun': lambda: kol.Heun(lr=0.1),
     }[name]()
     per_update = getattr(optimizer, 'steps', 1)
-    model = problems.mlp()
-    model.compile(optimizer, 'mse')
-    if getattr(optimizer, 'needs_inject', False):
-        optimizer.inject(model)
+    model = problems.compiled(optimizer)
     weights = []
     for batch in range(worker.UPDATES * per_update):
         part = slice(batch * worker.BATCH, (batch + 1) * worker.BATCH)
@@ -104,6 +101,19 @@ def test_workers_stay_identical_and_equal_one_worker_on_the_whole_batch(trained,
     difference = np.abs(rank0['weights'] - alone).max()
     print('%s: 2 workers vs 1 on the whole batch: max |diff| %.2e' % (name, difference))
     assert difference <= 1e-5
+
+
+def test_misuse_is_an_error_naming_the_fix():
+    distributed.init()  # one worker
+    with pytest.raises(ValueError, match='backward_passes_per_step'):
+        distributed.DistributedOptimizer(kol.GradientAccumulation(kol.SGD(), 2),
+                                         backward_passes_per_step=2)
+    with pytest.raises(ValueError, match='weights must be >= 0'):
+        distributed.DistributedOptimizer(kol.SGD(), weights=-1.)
+    model = problems.mlp()
+    model.compile(distributed.DistributedOptimizer(kol.Heun()), 'mse')
+    with pytest.raises(RuntimeError, match=r'opt.inject\(model\)'):
+        model.train_on_batch(*problems.data())
 
 
 def allreduce_counts(timeline):

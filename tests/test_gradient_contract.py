@@ -133,10 +133,7 @@ def trained_weights(make_optimizer, override=None, subclass=False):
         optimizer = cls.from_config(optimizer.get_config())
     elif override is not None:
         optimizer.get_gradients = override(optimizer.get_gradients)
-    model = problems.mlp()
-    model.compile(optimizer, 'mse')
-    if getattr(optimizer, 'needs_inject', False):
-        optimizer.inject(model)
+    model = problems.compiled(optimizer)
     x, y = problems.data()
     problems.train(model, 3, problems.batches(x, y))
     return problems.flat(model.get_weights())
