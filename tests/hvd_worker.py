@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import horovod.keras  # noqa: E402
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -49,6 +50,10 @@ CONFIGS = {
         kol.SGD(lr=0.1), weights=len(split(0, BATCH, 'weighted_sgd')[0])), 1),
     'periodic_sgd': lambda: (distributed.PeriodicAveraging(
         kol.SGD(lr=0.1, momentum=0.9), sync_every=3), 1),
+    # Horovod's own wrapper: a subclass rebuilt by from_config(get_config()), overriding
+    # get_gradients.
+    'horovod_keras_adam': lambda: (horovod.keras.DistributedOptimizer(kol.Adam(lr=0.01)), 1),
+    'horovod_keras_heun': lambda: (horovod.keras.DistributedOptimizer(kol.Heun(lr=0.1)), 1),
 }
 
 

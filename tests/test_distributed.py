@@ -69,6 +69,8 @@ def single_worker(name):
         'sgd': lambda: kol.SGD(lr=0.1),
         'weighted_sgd': lambda: kol.SGD(lr=0.1),
         'adam': lambda: kol.Adam(lr=0.01),
+        'horovod_keras_adam': lambda: kol.Adam(lr=0.01),
+        'horovod_keras_heun': lambda: kol.Heun(lr=0.1),
         'accumulation_adam': lambda: kol.GradientAccumulation(kol.Adam(lr=0.01), worker.STEPS),
         'backward_passes_adam': lambda: kol.GradientAccumulation(kol.Adam(lr=0.01),
                                                                  worker.STEPS),
@@ -130,7 +132,8 @@ def allreduce_counts(timeline):
 @pytest.mark.parametrize('name, per_update, per_batch', [
     ('sgd', 1, 1), ('accumulation_adam', worker.STEPS, 1),
     ('backward_passes_adam', worker.STEPS, 1), ('accumulation_keras_adam', worker.STEPS, 1),
-    ('heun', 1, 2), ('weighted_sgd', 1, 1)])
+    ('heun', 1, 2), ('weighted_sgd', 1, 1), ('horovod_keras_adam', 1, 1),
+    ('horovod_keras_heun', 1, 2)])
 def test_allreduce_runs_once_per_update(trained, name, per_update, per_batch):
     """Each gradient (and the weight, if weighted) is allreduced once per update: not on every
     batch of an accumulation; Heun's two stages each reduce the gradient they evaluate."""
