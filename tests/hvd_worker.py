@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from keras import backend as K  # noqa: E402
 
 import keras_opt_legacy as kol  # noqa: E402
-from keras_opt_legacy import distributed  # noqa: E402
+from keras_opt_legacy import compat, distributed  # noqa: E402
 from keras_opt_legacy.state import state_of  # noqa: E402
 import problems  # noqa: E402
 
@@ -79,6 +79,10 @@ def train(out):
         K.clear_session()
         optimizer, per_update = make()
         model = problems.compiled(optimizer)
+        if distributed.rank() != 0:  # broadcast_state must overwrite all of it, slots included
+            compat.make_train_function(model)  # the slots exist from here on
+            variables = model.weights + state_of(model.optimizer)[1]
+            K.batch_set_value([(v, K.get_value(v) + 1) for v in variables])
         distributed.broadcast_state(model)
         timeline = os.path.join(out, name + '.timeline.json')
         distributed.hvd.start_timeline(timeline)
