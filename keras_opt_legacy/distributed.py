@@ -159,8 +159,9 @@ class PeriodicAveraging(Wrapper):
     `iterations` counts applied updates (under gradient accumulation, real updates)."""
 
     def __init__(self, optimizer, sync_every):
+        sync_every = positive_integer('sync_every', sync_every)
         super(PeriodicAveraging, self).__init__(optimizer)
-        self.sync_every = positive_integer('sync_every', sync_every)
+        self.sync_every = sync_every
 
     def prepare_step(self, grads, params):
         params = self._create_slots(params)

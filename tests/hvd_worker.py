@@ -128,7 +128,8 @@ def resume(out, directory, epochs):
     end = snapshot(model)
     np.savez(os.path.join(out, 'resume-rank%d.npz' % distributed.rank()), initial_epoch=epoch,
              start_weights=start[0], start_states=start[1], weights=end[0], states=end[1],
-             iterations=K.get_value(model.optimizer.optimizer.iterations))
+             iterations=K.get_value(model.optimizer.optimizer.iterations),
+             writers=sum(isinstance(c, kol.callbacks.Checkpoint) for c in callbacks))
 
 
 if __name__ == '__main__':

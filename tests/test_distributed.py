@@ -145,6 +145,13 @@ def test_allreduce_runs_once_per_update(trained, name, per_update, per_batch):
     assert set(counts.values()) == {worker.UPDATES * per_batch}
 
 
+def unflatten(vector):
+    """problems.flat's inverse for the MLP's parameters."""
+    shapes = [w.shape for w in problems.initial_weights()]
+    ends = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
+    return [part.reshape(shape) for part, shape in zip(np.split(vector, ends), shapes)]
+
+
 def test_periodic_averaging_syncs_every_k_updates(trained):
     rank0, rank1 = trained[1]['periodic_sgd']
     every = 3
@@ -155,6 +162,21 @@ def test_periodic_averaging_syncs_every_k_updates(trained):
             assert weights == 0 and states == 0, update  # averaged: parameters and momenta
         else:
             assert weights > 1e-3 and states > 1e-3, update  # each worker on its own data
+    # The sync averages what each worker holds after its own step (its reads follow the step):
+    # SGD with momentum 0.9 and lr 0.1, v = 0.9 m - 0.1 g, p + v, from the update before.
+    sync, half = every - 1, worker.BATCH // 2
+    moved, momenta = [], []
+    for rank, result in enumerate((rank0, rank1)):
+        p = unflatten(result['weights'][sync - 1])
+        m = unflatten(result['states'][sync - 1][2:])  # after this wrapper's and SGD's iterations
+        start = sync * worker.BATCH + rank * half
+        g = problems.numpy_gradients(p, worker.X[start:start + half], worker.Y[start:start + half])
+        v = [0.9 * mi - 0.1 * gi for mi, gi in zip(m, g)]
+        moved.append(problems.flat([pi + vi for pi, vi in zip(p, v)]))
+        momenta.append(problems.flat(v))
+    np.testing.assert_allclose(rank0['weights'][sync], np.mean(moved, axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(rank0['states'][sync][2:], np.mean(momenta, axis=0), rtol=0,
+                               atol=1e-5)
     counts = allreduce_counts(os.path.join(trained[0], 'periodic_sgd.timeline.json'))
     assert len(counts) == 8  # 4 parameters + 4 momenta
     assert set(counts.values()) == {worker.UPDATES // every}
@@ -185,6 +207,7 @@ def test_a_killed_worker_fails_the_job_and_a_restart_resumes_on_any_number(tmp_p
         assert code == 0, output
         results = [np.load(os.path.join(out, 'resume-rank%d.npz' % rank))
                    for rank in range(workers)]
+        assert [result['writers'] for result in results] == [1] + [0] * (workers - 1)
         for result in results:
             assert result['initial_epoch'] == 1
             np.testing.assert_array_equal(result['start_weights'], saved_weights)
