@@ -221,12 +221,12 @@ class GradientAccumulation(Wrapper):
         applies = K.equal(self.iterations % self.steps, self.steps - 1)
 
         def mean():
-            grads = [t / self.steps for t in totals]
+            means = [t / self.steps for t in totals]
             if reduce is None:
-                return grads
+                return means
             # A cond of its own: a Keras built-in's update math is built here, outside the
             # update branch below, and would otherwise reduce on every batch.
-            return tf.cond(applies, lambda: reduce(grads), lambda: grads)
+            return tf.cond(applies, lambda: reduce(means), lambda: means)
         inner = self._prepare_inner(mean, params)
 
         def update():
