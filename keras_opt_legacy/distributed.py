@@ -52,7 +52,8 @@ class DistributedOptimizer(Wrapper):
 
     `weights` is kept in a variable (`opt.worker_weight`, settable with `K.set_value`).
     `iterations` counts batches (a multi-stage optimizer counts them itself: this one stays 0).
-    Every worker must run the same number of batches.
+    Every worker must run the same number of batches and take the same decisions: a wrapper
+    around this one (SkipNonFinite) would decide on this worker's gradient alone.
     """
 
     wraps_inject = True
