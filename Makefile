@@ -52,7 +52,7 @@ endif
 .PHONY: help venv horovod test reproduce bench lock clean docker-build docker-run docker-test
 
 help:
-	@echo 'make test          install (if needed) and run pytest; PYTEST_ARGS=... passes args'
+	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
 	@echo 'make reproduce     run keras_opt_legacy.reproduce into results/; ARGS=... passes args'
 	@echo 'make horovod       build (once, cached in $(HOROVOD_CACHE)) and install Horovod'
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
