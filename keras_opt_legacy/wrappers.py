@@ -83,6 +83,15 @@ def _assignment(update, optimizer):
     return kinds[op.type], op.inputs[0], op.inputs[1]
 
 
+def positive_integer(name, value):
+    """`value` as an int, or raise TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError('%s must be a positive integer, got %r' % (name, value))
+    if value < 1:
+        raise ValueError('%s must be a positive integer, got %r' % (name, value))
+    return int(value)
+
+
 def select(condition, if_true, if_false):
     """Element-wise choice by a scalar boolean (tf.where needs a condition of the value's shape)."""
     return tf.where(tf.fill(tf.shape(if_true), condition), if_true, if_false)
@@ -92,10 +101,12 @@ class Wrapper(OptimizerBase):
     """Base of the wrappers: holds the inner optimizer, delegates the learning rate to it, lists
     `[iterations] + own slots + the inner optimizer's state` as `weights`."""
 
+    wraps_inject = False  # whether it can wrap an optimizer that needs opt.inject(model)
+
     def __init__(self, optimizer):
         super(Wrapper, self).__init__()
         self.optimizer = as_optimizer(optimizer)
-        if getattr(self.optimizer, 'needs_inject', False):
+        if getattr(self.optimizer, 'needs_inject', False) and not self.wraps_inject:
             raise ValueError('%s drives the train function itself (opt.inject(model)), so it must '
                              'be the outermost optimizer: it cannot be wrapped in %s'
                              % (type(self.optimizer).__name__, type(self).__qualname__))
@@ -159,15 +170,12 @@ class GradientAccumulation(Wrapper):
     MODEL_UPDATES = ('every_batch', 'with_update')
 
     def __init__(self, optimizer, steps, model_updates='every_batch'):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-            raise TypeError('steps must be a positive integer, got %r' % (steps,))
-        if steps < 1:
-            raise ValueError('steps must be a positive integer, got %r' % (steps,))
+        steps = positive_integer('steps', steps)
         if model_updates not in self.MODEL_UPDATES:
             raise ValueError('model_updates must be one of %s, got %r'
                              % (', '.join(map(repr, self.MODEL_UPDATES)), model_updates))
         super(GradientAccumulation, self).__init__(optimizer)
-        self.steps = int(steps)
+        self.steps = steps
         self.model_updates = model_updates
         self._injecting = False
 
@@ -205,13 +213,18 @@ class GradientAccumulation(Wrapper):
             return step(ins)
         compat.install_train_function(model, train_function)
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, reduce=None):
+        """`reduce` (given by `distributed.DistributedOptimizer`): a function of the mean
+        gradient, e.g. an allreduce over workers, run only on the batches that apply an update."""
         params = self._create_slots(params)
         accumulators = [self._slots[p]['accumulator'] for p in params]
         grads = resolve_gradients(grads)
-        inner = self._prepare_inner(
-            lambda: [(a + g) / self.steps for a, g in zip(accumulators, grads)], params)
         applies = K.equal(self.iterations % self.steps, self.steps - 1)
+
+        def mean():  # built inside the update branch below: it runs only on that batch
+            means = [(a + g) / self.steps for a, g in zip(accumulators, grads)]
+            return means if reduce is None else reduce(means)
+        inner = self._prepare_inner(mean, params)
 
         def update():
             inner_ops = inner()
@@ -247,14 +260,11 @@ class Lookahead(Wrapper):
     slot_names = ('slow',)
 
     def __init__(self, optimizer, sync_period=5, slow_step=0.5):
-        if isinstance(sync_period, bool) or not isinstance(sync_period, numbers.Integral):
-            raise TypeError('sync_period must be a positive integer, got %r' % (sync_period,))
-        if sync_period < 1:
-            raise ValueError('sync_period must be a positive integer, got %r' % (sync_period,))
+        sync_period = positive_integer('sync_period', sync_period)
         slow_step = checked_number('slow_step', slow_step,
                                    (lambda v: 0 < v <= 1, 'in (0, 1]'))
         super(Lookahead, self).__init__(optimizer)
-        self.sync_period, self.slow_step = int(sync_period), slow_step
+        self.sync_period, self.slow_step = sync_period, slow_step
         # 0 until the slow weights hold the parameters (again after a reset).
         self.started = self._add_scalar('started', 0, dtype='int64')
 

@@ -38,6 +38,15 @@ def mlp(weights=None, kernel_constraint=None):
     return model
 
 
+def compiled(optimizer):
+    """`mlp()` compiled with `optimizer` (injected, if it needs that), MSE loss."""
+    model = mlp()
+    model.compile(optimizer, 'mse')
+    if getattr(optimizer, 'needs_inject', False):
+        optimizer.inject(model)
+    return model
+
+
 def numpy_gradients(weights, x, y):
     """Gradients of mean((tanh(x W1 + b1) W2 + b2 - y)^2), in float64."""
     w1, b1, w2, b2 = [np.asarray(w, dtype=np.float64) for w in weights]

@@ -286,3 +286,13 @@ def test_apply_gradients_rejects_missing_gradients():
     v = tf.Variable([1.])
     with pytest.raises(ValueError, match='None'):
         kol.SGD().apply_gradients([(None, v)])
+
+
+def test_distributed_without_horovod_says_how_to_install_it():
+    code = ('import sys\nsys.modules["horovod"] = None  # as if not installed\n'
+            'import keras_opt_legacy.distributed\n')
+    done = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+    assert done.returncode != 0
+    assert 'ImportError: keras_opt_legacy.distributed needs Horovod' in done.stdout
+    assert '`make horovod`' in done.stdout
