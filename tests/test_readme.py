@@ -1,4 +1,4 @@
-"""README.md stays true: every Python block in it runs, in a fresh process."""
+"""README.md stays true: every Python block in it runs, in a fresh process and directory."""
 import os
 import re
 import subprocess
@@ -17,7 +17,9 @@ def test_the_readme_has_a_tour():
 
 
 @pytest.mark.parametrize('code', BLOCKS, ids=['block%d' % i for i in range(len(BLOCKS))])
-def test_readme_block_runs(code):
+def test_readme_block_runs(code, tmp_path):
+    # A temporary directory of its own: what a block writes (checkpoints) starts afresh.
     done = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True)
+                          stderr=subprocess.STDOUT, universal_newlines=True, cwd=str(tmp_path),
+                          env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert done.returncode == 0, done.stdout
