@@ -8,23 +8,31 @@ part), whose arithmetic and state are the formula's (equal to float rounding), u
 constraint or a sparse gradient needs the plain graph; `fused=False` always builds the plain
 Keras-formula graph. Elsewhere the parameter update is applied in place (`minus`/`plus`).
 """
+import tensorflow as tf
 from keras import backend as K
 
 from .base import NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, minus, plus, register
 from .compat import fused_kernels
 
 
-def _descend(variable, rate, x):
-    """`variable - rate * x`, in place and in one pass: TF's fused ApplyGradientDescent kernel
-    (its `x * rate` rounds as `rate * x`). Returns the updated variable."""
-    return fused_kernels().apply_gradient_descent(variable, rate, x)
+def _descend(variable, rate, x, after=()):
+    """The op `variable <- variable - rate * x`, in place and in one pass, after the ops `after`:
+    TF's fused ApplyGradientDescent kernel (its `x * rate` rounds as `rate * x`)."""
+    with tf.control_dependencies(list(after)):
+        return fused_kernels().apply_gradient_descent(variable, rate, x)
 
 
 def _average_in_place(variable, decay, x):
-    """`decay * variable + (1 - decay) * x` into `variable`, rounded as that formula: `variable
-    <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact), with no
-    temporary the size of `variable` for the sum. Returns the updated variable."""
-    return _descend(K.update(variable, decay * variable), -(1. - decay), x)
+    """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula:
+    `variable <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact),
+    with no temporary the size of `variable` for the sum."""
+    return _descend(variable, -(1. - decay), x, after=[K.update(variable, decay * variable)])
+
+
+def _read(variable, after):
+    """The value of `variable` once the ops `after` have run."""
+    with tf.control_dependencies(after):
+        return variable.read_value()
 
 
 @register
@@ -44,12 +52,13 @@ class SGD(Optimizer):
     def _fused(self, p, g, slots, step):
         if 'moment' not in slots:
             return _descend(p, step.lr, g)
+        m = slots['moment']
         # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same two roundings.
-        v = _descend(K.update(slots['moment'], self.momentum * slots['moment']), step.lr, g)
+        v = _read(m, [_descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
         if not self.nesterov:
-            return [v, K.update_add(p, v)]
+            return [K.update_add(p, v)]
         # (p + momentum*v) - lr*g, as the formula rounds it.
-        return [_descend(K.update_add(p, self.momentum * v), step.lr, g)]
+        return [_descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
 
     def _apply(self, p, g, slots, step):
         if 'moment' not in slots:
@@ -75,8 +84,9 @@ class RMSprop(Optimizer):
         # Adagrad's kernel without its accumulator update is RMSprop's parameter step.
         apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)
         if apply_adagrad_v2 is not None:
-            new_a = _average_in_place(slots['accumulator'], self.rho, K.square(g))
-            return apply_adagrad_v2(p, new_a, step.lr, self.epsilon, g, update_slots=False)
+            a = slots['accumulator']
+            with tf.control_dependencies([_average_in_place(a, self.rho, K.square(g))]):
+                return apply_adagrad_v2(p, a, step.lr, self.epsilon, g, update_slots=False)
 
     def _apply(self, p, g, slots, step):
         a = slots['accumulator']
@@ -225,8 +235,8 @@ class Nadam(_AdamFamily):
 
     def _fused(self, p, g, slots, step):
         # No kernel for Nadam: the moving averages in place, then the formula's step.
-        m_t = _average_in_place(slots['m'], self.beta_1, g)
-        v_t = _average_in_place(slots['v'], self.beta_2, K.square(g))
+        m_t = _read(slots['m'], [_average_in_place(slots['m'], self.beta_1, g)])
+        v_t = _read(slots['v'], [_average_in_place(slots['v'], self.beta_2, K.square(g))])
         return [K.update_sub(p, self._step(g, m_t, v_t, step))]
 
     def _apply(self, p, g, slots, step):

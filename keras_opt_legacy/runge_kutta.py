@@ -228,7 +228,7 @@ class RungeKutta(InjectOptimizer):
             moved = _move(p, start, h, self.b, gs, after=[])
             if getattr(p, 'constraint', None) is not None:
                 with tf.control_dependencies(moved):
-                    moved.append(K.update(p, p.constraint(moved[-1] if moved else p)))
+                    moved.append(K.update(p, p.constraint(p.read_value())))
             ops += moved
         return ops
 
