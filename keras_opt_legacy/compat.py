@@ -4,8 +4,6 @@ Everything that depends on the installed Keras/TensorFlow version, or that touch
 attribute (`_make_train_function`, `_feed_inputs`, ...), lives here, so the rest of the package is
 written against one stable surface.
 """
-import keras
-from keras import backend as K
 import tensorflow as tf
 
 SUPPORTED = 'keras >=2.2.4,<2.4 (standalone `import keras`) with tensorflow >=1.13,<2.0'
@@ -15,45 +13,73 @@ def _version(text):
     return tuple(int(part) for part in text.split('.')[:3] if part.isdigit())
 
 
-KERAS_VERSION = _version(keras.__version__)
-TF_VERSION = _version(tf.__version__)
-
-
-def check_versions(keras_version=KERAS_VERSION, tf_version=TF_VERSION):
-    """Raise ImportError naming the supported range if the installed stack is outside it."""
-    if not (2, 2, 4) <= keras_version < (2, 4):
+def check_versions(keras_version=None, tf_version=None):
+    """Raise ImportError naming the supported range if a given version is outside it."""
+    if keras_version is not None and not (2, 2, 4) <= keras_version < (2, 4):
         raise ImportError('keras_opt_legacy supports %s; found keras %s. Keras 2.4+ is tf.keras '
                           'and has its own optimizers.' % (SUPPORTED, '.'.join(map(str, keras_version))))
-    if not (1, 13) <= tf_version < (2, 0):
+    if tf_version is not None and not (1, 13) <= tf_version < (2, 0):
         raise ImportError('keras_opt_legacy supports %s; found tensorflow %s.'
                           % (SUPPORTED, '.'.join(map(str, tf_version))))
-    if keras.backend.backend() != 'tensorflow':
-        raise ImportError('keras_opt_legacy needs the TensorFlow backend; Keras is using %r.'
-                          % keras.backend.backend())
 
 
-# How Keras lays out each built-in's `weights`: (iterations listed first?, slot groups in order,
-# each group one variable per parameter). Keras 2.2.4 leaves `iterations` out of RMSprop, Adagrad
-# and Adadelta, and Nadam's m_schedule out everywhere.
-KERAS_LAYOUTS = {
-    'SGD': (True, ['moment']),
-    'RMSprop': (False, ['accumulator']),
-    'Adagrad': (False, ['accumulator']),
-    'Adadelta': (False, ['accumulator', 'delta_accumulator']),
-    'Adam': (True, ['m', 'v', 'vhat']),
-    'Adamax': (True, ['m', 'u']),
-    'Nadam': (True, ['m', 'v']),
+# TensorFlow first: under TF 2, `import keras` 2.2/2.3 itself fails with an obscure error.
+TF_VERSION = _version(tf.__version__)
+check_versions(tf_version=TF_VERSION)
+import keras  # noqa: E402
+KERAS_VERSION = _version(keras.__version__)
+check_versions(keras_version=KERAS_VERSION)
+if keras.backend.backend() != 'tensorflow':
+    raise ImportError('keras_opt_legacy needs the TensorFlow backend; Keras is using %r.'
+                      % keras.backend.backend())
+from keras import backend as K  # noqa: E402
+
+
+def check_standalone(obj):
+    """Raise TypeError for a tf.keras (or tf.train) object: that is another Keras, with its own
+    optimizers and training loop; this package works with standalone Keras's."""
+    if type(obj).__module__.split('.')[0] == 'tensorflow':
+        raise TypeError('%s is a TensorFlow object (tf.keras or tf.train); keras_opt_legacy works '
+                        'with standalone Keras (`import keras`) models and optimizers: %s'
+                        % (type(obj).__name__, SUPPORTED))
+
+
+# Keras 2.3 renamed the learning rate (`learning_rate`, with `lr` a read-only property of the base
+# class), moved metrics out of `metrics_tensors`, named the accuracy metric 'accuracy' instead of
+# 'acc', and lists every built-in's counters in `weights` (see KERAS_LAYOUTS).
+KERAS_23 = KERAS_VERSION >= (2, 3)
+ACCURACY_NAME = 'accuracy' if KERAS_23 else 'acc'
+
+# How each Keras built-in lays out its `weights`: (counters listed first, slot groups in order,
+# each group one variable per parameter). Keras 2.2 leaves `iterations` out of RMSprop, Adagrad
+# and Adadelta, and Nadam's m_schedule out everywhere; Keras 2.3 lists them all first.
+_LAYOUTS_22 = {
+    'SGD': (['iterations'], ['moment']),
+    'RMSprop': ([], ['accumulator']),
+    'Adagrad': ([], ['accumulator']),
+    'Adadelta': ([], ['accumulator', 'delta_accumulator']),
+    'Adam': (['iterations'], ['m', 'v', 'vhat']),
+    'Adamax': (['iterations'], ['m', 'u']),
+    'Nadam': (['iterations'], ['m', 'v']),
 }
+_LAYOUTS_23 = dict(_LAYOUTS_22, **{
+    'RMSprop': (['iterations'], ['accumulator']),
+    'Adagrad': (['iterations'], ['accumulator']),
+    'Adadelta': (['iterations'], ['accumulator', 'delta_accumulator']),
+    'Nadam': (['iterations', 'm_schedule'], ['m', 'v']),
+})
+KERAS_LAYOUTS = _LAYOUTS_23 if KERAS_23 else _LAYOUTS_22
 
 
 def keras_weight_names(class_name, count, params):
     """Names of the `count` arrays a Keras built-in `class_name` lists in `weights`, slots named
-    after `params` as ours are ('m/dense_1/kernel'); by position if the layout is unknown."""
-    iterations_first, groups = KERAS_LAYOUTS.get(class_name, (None, None))
-    if params is not None and groups is not None and \
-            count == int(iterations_first) + len(groups) * len(params):
-        return (['iterations'] if iterations_first else []) + [
-            '%s/%s' % (group, p.op.name) for group in groups for p in params]
+    after `params` as ours are ('m/dense_1/kernel'); by position if the layout is unknown.
+    Arrays saved by the other Keras version are recognised by their count (it always differs)."""
+    if params is not None and class_name in KERAS_LAYOUTS:
+        for layouts in (KERAS_LAYOUTS, _LAYOUTS_22, _LAYOUTS_23):
+            counters, groups = layouts[class_name]
+            if count == len(counters) + len(groups) * len(params):
+                return counters + ['%s/%s' % (group, p.op.name) for group in groups for p in params]
     return ['state_%d' % i for i in range(count)]
 
 
@@ -84,6 +110,7 @@ def keras_state(optimizer, params):
 
 def check_compiled_with(model, optimizer, fix):
     """Raise a clear error unless `model` is compiled with `optimizer`; `fix` says what to do."""
+    check_standalone(model)
     if getattr(model, 'optimizer', None) is None or not hasattr(model, 'total_loss'):
         raise RuntimeError('the model is not compiled yet: call model.compile(optimizer=opt, '
                            'loss=...) first, then %s' % fix)
@@ -107,8 +134,14 @@ def train_function_parts(model):
     inputs = model._feed_inputs + model._feed_targets + model._feed_sample_weights
     if model._uses_dynamic_learning_phase():
         inputs += [K.learning_phase()]
-    return (inputs, [model.total_loss] + model.metrics_tensors, model.updates,
-            model.metrics_updates, model._function_kwargs)
+    if KERAS_23:  # metric objects, as Keras 2.3's _make_train_function collects them
+        metrics = model._get_training_eval_metrics()
+        metrics_tensors = [m._call_result for m in metrics if hasattr(m, '_call_result')]
+        metrics_updates = [update for m in metrics for update in m.updates]
+    else:
+        metrics_tensors, metrics_updates = model.metrics_tensors, model.metrics_updates
+    return (inputs, [model.total_loss] + metrics_tensors, model.updates, metrics_updates,
+            model._function_kwargs)
 
 
 def fused_kernels():

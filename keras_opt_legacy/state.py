@@ -54,6 +54,7 @@ def reset_optimizer(optimizer, keep_iterations=False):
     a schedule. The initializer op is built once: repeated resets do not grow the graph.
     Returns whether anything was reset.
     """
+    compat.check_standalone(optimizer)
     names, variables = state_of(optimizer)
     if not variables:
         warnings.warn('%s has no state yet: it is built by the first training step (fit, '
@@ -72,6 +73,7 @@ def reset_optimizer(optimizer, keep_iterations=False):
 def save_model(model, filepath, overwrite=True):
     """`model.save` plus the names of the optimizer's state, so `load_optimizer_state` can match
     every array by name."""
+    compat.check_standalone(model)
     model.save(filepath, overwrite=overwrite)
     names, _ = state_of(model.optimizer)
     if isinstance(model.optimizer, OptimizerBase) and names:
@@ -138,6 +140,7 @@ def load_optimizer_state(model, filepath):
     `iterations` -- keeps its current value). Every shape and dtype is checked first; on any
     mismatch a ValueError lists them all and nothing is assigned.
     """
+    compat.check_standalone(model)
     optimizer = model.optimizer
     if optimizer is None:
         raise RuntimeError('compile the model first: the optimizer whose state to load comes '

@@ -23,6 +23,7 @@ def as_optimizer(optimizer):
     if isinstance(optimizer, keras_optimizers.TFOptimizer):
         raise TypeError('cannot wrap a TFOptimizer (a tf.train optimizer): its state is not '
                         'visible to Keras. Use a keras_opt_legacy or Keras optimizer instead.')
+    compat.check_standalone(optimizer)
     if isinstance(optimizer, (str, dict)):
         optimizer = keras_optimizers.get(optimizer)
     if not isinstance(optimizer, keras_optimizers.Optimizer):
