@@ -4,6 +4,8 @@ Everything that depends on the installed Keras/TensorFlow version, or that touch
 attribute (`_make_train_function`, `_feed_inputs`, ...), lives here, so the rest of the package is
 written against one stable surface.
 """
+import copy
+
 import tensorflow as tf
 
 SUPPORTED = 'keras >=2.2.4,<2.4 (standalone `import keras`) with tensorflow >=1.13,<2.0'
@@ -83,6 +85,17 @@ def keras_weight_names(class_name, count, params):
     return ['state_%d' % i for i in range(count)]
 
 
+def deserialize_optimizer(config, custom_objects=None):
+    """`keras.optimizers.deserialize` for a config saved under any supported Keras: Keras 2.3
+    saves a built-in's rate as 'learning_rate', which Keras 2.2's built-ins do not accept."""
+    config = copy.deepcopy(config)  # Keras's deserialize edits it (lower-cases built-in names)
+    options = config.get('config', {})
+    if not KERAS_23 and 'learning_rate' in options and \
+            config.get('class_name', '').lower() in {name.lower() for name in KERAS_LAYOUTS}:
+        options['lr'] = options.pop('learning_rate')
+    return keras.optimizers.deserialize(config, custom_objects=custom_objects)
+
+
 def make_train_function(model):
     """Build Keras's own train function (and so the optimizer's state) now."""
     model._make_train_function()
@@ -144,11 +157,52 @@ def train_function_parts(model):
             model._function_kwargs)
 
 
+def keras_assignment(update):
+    """`(assign, target, value, increment?)` that re-creates one of a Keras optimizer's updates
+    (an assign op or a `(variable, value)` pair) with `assign(target, value)`; None if it is
+    neither. Keras 2.3's variables are resource variables, assigned through their handles."""
+    if isinstance(update, tuple):
+        return (tf.assign,) + tuple(update) + (False,)
+    from tensorflow.python.ops import gen_resource_variable_ops as resource_ops
+    kinds = {'Assign': (tf.assign, False), 'AssignAdd': (tf.assign_add, True),
+             'AssignVariableOp': (resource_ops.assign_variable_op, False),
+             'AssignAddVariableOp': (resource_ops.assign_add_variable_op, True)}
+    op = getattr(update, 'op', update)  # Keras 2.3's assignments may be ops already
+    if not isinstance(op, tf.Operation) or op.type not in kinds:
+        return None
+    assign, increment = kinds[op.type]
+    return assign, op.inputs[0], op.inputs[1], increment
+
+
 def fused_kernels():
     """TensorFlow's fused training kernels (a private TF module): `apply_adam` and friends,
-    which read and write a variable and its slots in one op."""
-    from tensorflow.python.training import training_ops
-    return training_ops
+    which read and write a variable and its slots in one op. Keras 2.3 makes resource variables
+    (through tf.keras's backend), which take `resource_apply_adam` and friends (same arithmetic,
+    handles for variables): `fused_kernels().apply_adam(...)` picks the form that fits."""
+    return _FusedKernels()
+
+
+class _FusedKernels(object):
+    def __getattr__(self, name):
+        from tensorflow.python.framework import op_def_registry
+        from tensorflow.python.ops.resource_variable_ops import is_resource_variable
+        from tensorflow.python.training import training_ops
+
+        def kernel(*args, **kwargs):
+            """The op, or None (use the formula graph) if its variables are of mixed kinds, e.g. a
+            tf.Variable with slots from Keras 2.3's K.zeros."""
+            # The op's leading ref inputs: the variable and its slots ('ApplyAdaMax').
+            op_def = op_def_registry.get_registered_ops()[
+                ''.join(word.capitalize() for word in name.split('_'))]
+            variables = args[:sum(1 for arg in op_def.input_arg if arg.is_ref)]
+            kinds = set(is_resource_variable(v) for v in variables)
+            if kinds == {False}:
+                return getattr(training_ops, name)(*args, **kwargs)
+            if kinds == {True}:  # hyperparameters stay values, variables or not
+                return getattr(training_ops, 'resource_' + name)(
+                    *[v.handle for v in variables] + list(args[len(variables):]), **kwargs)
+            return None
+        return kernel
 
 
 def install_train_function(model, train_function):
