@@ -83,8 +83,11 @@ $(STAMP): requirements.lock setup.py docker/install.sh
 
 # pytest, then the Docker path when an engine answers (else a visible SKIPPED line).
 # Both always run; either failing fails `make test`.
+# tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
+CROSS := py3.7-keras2.3.1-tf1.15
 test: $(STAMP)
-	@rc=0; $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
+	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
 	  echo 'SKIPPED docker-test: no Docker engine (install docker.io and start dockerd)'; \

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import tensorflow as tf
 from keras import backend as K
-from keras import optimizers as keras_optimizers
 
 from . import compat
 from .base import OptimizerBase
@@ -227,8 +226,7 @@ def load_model(filepath, custom_objects=None):
             return model
         config = _json(f.attrs['training_config'])
     custom_objects = custom_objects or {}
-    optimizer = keras_optimizers.deserialize(config['optimizer_config'],
-                                             custom_objects=custom_objects)
+    optimizer = compat.deserialize_optimizer(config['optimizer_config'], custom_objects)
 
     def custom(value):  # names stay names (Keras resolves them), unless a custom object matches
         if isinstance(value, dict):
