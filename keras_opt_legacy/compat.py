@@ -47,10 +47,12 @@ def check_standalone(obj):
 
 
 # Keras 2.3 renamed the learning rate (`learning_rate`, with `lr` a read-only property of the base
-# class), moved metrics out of `metrics_tensors`, named the accuracy metric 'accuracy' instead of
-# 'acc', and lists every built-in's counters in `weights` (see KERAS_LAYOUTS).
+# class), moved metrics out of `metrics_tensors` into Metric objects, makes resource variables
+# (through tf.keras's backend) and lists every built-in's counters in `weights` (KERAS_LAYOUTS).
 KERAS_23 = KERAS_VERSION >= (2, 3)
-ACCURACY_NAME = 'accuracy' if KERAS_23 else 'acc'
+# Keras 2.3's train_on_batch resets stateful metrics after every batch unless told not to (an
+# argument Keras 2.2 does not have): `model.train_on_batch(x, y, **KEEP_METRICS)` keeps them.
+KEEP_METRICS = {'reset_metrics': False} if KERAS_23 else {}
 
 # How each Keras built-in lays out its `weights`: (counters listed first, slot groups in order,
 # each group one variable per parameter). Keras 2.2 leaves `iterations` out of RMSprop, Adagrad
@@ -172,6 +174,12 @@ def keras_assignment(update):
         return None
     assign, increment = kinds[op.type]
     return assign, op.inputs[0], op.inputs[1], increment
+
+
+def updates_function(inputs, updates, name, **kwargs):
+    """A `K.function` that only runs `updates`. Keras 2.3's (tf.keras's) orders the updates
+    after the first output and fails without one, so it fetches a constant."""
+    return K.function(inputs, [tf.constant(0)], updates=updates, name=name, **kwargs)
 
 
 def fused_kernels():

@@ -192,7 +192,7 @@ class GradientAccumulation(Wrapper):
             self._injecting = False
         step = K.function(inputs, outputs, updates=updates + metric_updates,
                           name='train_function', **kwargs)
-        state = K.function(inputs, [], updates=state_updates, name='model_state_updates')
+        state = compat.updates_function(inputs, state_updates, 'model_state_updates')
 
         def train_function(ins):
             if state_updates and K.get_value(self.iterations) % self.steps == self.steps - 1:
