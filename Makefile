@@ -1,5 +1,6 @@
-# Build/test entry points. TF 1.15 only has wheels for Python <= 3.7, so everything
-# runs in .venv built from a Python 3.7 (found lazily, see PY37 below).
+# Build/test entry points. TF 1.x only has wheels for Python <= 3.7: the primary stack runs in
+# .venv built from a Python 3.7, the version matrix in .venvs/NAME from 3.6 or 3.7 (found
+# lazily, see find_python below).
 .DEFAULT_GOAL := help
 .SECONDEXPANSION:
 
@@ -43,7 +44,7 @@ PY37 = $(strip $(if $(PYTHON),$(or $(call is_py,$(PYTHON),3.7),\
 # $(call python_for,X.Y): PY37 for 3.7 (so PYTHON=... applies everywhere), else find_python.
 python_for = $(if $(filter 3.7,$(1)),$(PY37),$(call find_python,$(1)))
 
-ifneq ($(filter test reproduce bench venv lock,$(MAKECMDGOALS)),)
+ifneq ($(filter test test-matrix reproduce bench venv lock,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
