@@ -164,19 +164,25 @@ MATRIX_WHEELS := .venvs/wheels
 	  sh docker/install.sh .venvs/$*/bin/python --editable
 	touch $@
 
-# The full suite in each combination, one after the other (see README for why not in
-# parallel); each run's tests/test_cross_version.py resumes its checkpoints in the primary
-# .venv and back. A summary line per combination; any failure fails the target.
+# The full suite in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
+# README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
+# and back. A summary line per combination at the end; any failure fails the target.
+MATRIX_JOBS ?= 2
 test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
-	@rc=0; summary=; for name in $(MATRIX); do \
-	  echo "== $$name"; start=$$(date +%s); \
-	  KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$$name/bin/python -m pytest tests \
-	    --ignore=tests/test_docker.py -q $(PYTEST_ARGS) > .venvs/$$name.log 2>&1; r=$$?; \
-	  tail -n 15 .venvs/$$name.log; \
-	  line=$$(tail -n 1 .venvs/$$name.log | tr -d '='); \
-	  [ $$r = 0 ] && st=PASS || { st=FAIL; rc=1; }; \
-	  summary="$$summary$$(printf '%-4s %-26s %4ss %s' $$st $$name $$(( $$(date +%s) - start )) "$$line")\n"; \
-	done; printf "\n== test-matrix summary\n$$summary"; exit $$rc
+	@rm -f $(MATRIX:%=.venvs/%.result)
+	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) $(MATRIX:%=matrix-run-%)
+	@echo '== test-matrix summary'; cat $(MATRIX:%=.venvs/%.result); \
+	! grep -q '^FAIL' $(MATRIX:%=.venvs/%.result) || { echo 'make test-matrix: FAILED'; exit 1; }
+
+# One combination's suite: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
+# written, so the other runs go on).
+matrix-run-%:
+	@echo "== $* started"; start=$$(date +%s); \
+	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest tests \
+	  --ignore=tests/test_docker.py -q -p no:cacheprovider $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
+	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
+	printf '%-4s %-24s %5ss  %s\n' $$st $* $$(( $$(date +%s) - start )) \
+	  "$$(tail -n 1 .venvs/$*.log | tr -d '=')" > .venvs/$*.result; cat .venvs/$*.result
 
 # ---- Docker -------------------------------------------------------------------------
 # The image installs the same lock with the same docker/install.sh, but offline: the locked
