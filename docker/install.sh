@@ -1,6 +1,6 @@
 #!/bin/sh
-# Usage: docker/install.sh PYTHON [--editable | --deps-only]
-# Installs the pinned, hashed lock and then this package into PYTHON's environment
+# Usage: [LOCK=locks/NAME.txt] docker/install.sh PYTHON [--editable | --deps-only]
+# Installs the pinned, hashed lock (default requirements.lock) and then this package into PYTHON's environment
 # (--deps-only: just the lock; the Dockerfile uses it for a layer that survives code edits).
 # Shared by the Makefile and the Dockerfile. Offline installs work through pip's own
 # env vars (PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse), which pip picks up itself.
@@ -25,7 +25,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # from the index, or from the wheelhouse offline), older pip with the venv's setuptools.
 # A wheelhouse must hold the gast *sdist* (the lock hashes the sdist, not a built wheel):
 #   pip download --no-deps --require-hashes -r requirements.lock -d wheelhouse
-"$py" -m pip install --require-hashes --no-deps -r "$root/requirements.lock"
+"$py" -m pip install --require-hashes --no-deps -r "${LOCK:-$root/requirements.lock}"
 [ -z "$deps_only" ] || exit 0
 
 # The package itself: deps are already in place from the lock. No build isolation,

@@ -83,7 +83,7 @@ class InjectOptimizer(Optimizer):
                                 name='train_function', **kwargs)]
         # Extra fetches and run options belong to the one run Keras would make; feeds to all.
         feeds = {key: value for key, value in kwargs.items() if key == 'feed_dict'}
-        functions += [K.function(inputs, [], updates=ops, name='train_stage_%d' % stage, **feeds)
+        functions += [compat.updates_function(inputs, ops, 'train_stage_%d' % stage, **feeds)
                       for stage, ops in enumerate(rest, start=2)]
 
         def train_function(ins):

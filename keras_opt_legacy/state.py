@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import tensorflow as tf
 from keras import backend as K
-from keras import optimizers as keras_optimizers
 
 from . import compat
 from .base import OptimizerBase
@@ -54,6 +53,7 @@ def reset_optimizer(optimizer, keep_iterations=False):
     a schedule. The initializer op is built once: repeated resets do not grow the graph.
     Returns whether anything was reset.
     """
+    compat.check_standalone(optimizer)
     names, variables = state_of(optimizer)
     if not variables:
         warnings.warn('%s has no state yet: it is built by the first training step (fit, '
@@ -72,6 +72,7 @@ def reset_optimizer(optimizer, keep_iterations=False):
 def save_model(model, filepath, overwrite=True):
     """`model.save` plus the names of the optimizer's state, so `load_optimizer_state` can match
     every array by name."""
+    compat.check_standalone(model)
     model.save(filepath, overwrite=overwrite)
     names, _ = state_of(model.optimizer)
     if isinstance(model.optimizer, OptimizerBase) and names:
@@ -138,6 +139,7 @@ def load_optimizer_state(model, filepath):
     `iterations` -- keeps its current value). Every shape and dtype is checked first; on any
     mismatch a ValueError lists them all and nothing is assigned.
     """
+    compat.check_standalone(model)
     optimizer = model.optimizer
     if optimizer is None:
         raise RuntimeError('compile the model first: the optimizer whose state to load comes '
@@ -224,8 +226,7 @@ def load_model(filepath, custom_objects=None):
             return model
         config = _json(f.attrs['training_config'])
     custom_objects = custom_objects or {}
-    optimizer = keras_optimizers.deserialize(config['optimizer_config'],
-                                             custom_objects=custom_objects)
+    optimizer = compat.deserialize_optimizer(config['optimizer_config'], custom_objects)
 
     def custom(value):  # names stay names (Keras resolves them), unless a custom object matches
         if isinstance(value, dict):

@@ -6,7 +6,6 @@ A wrapper drives its inner optimizer through `inner_step`, which for a Keras bui
 `finally`) and re-creates its assignments wherever the wrapper needs them, e.g. inside a `tf.cond`
 branch. Nothing global is patched.
 """
-import copy
 import numbers
 
 import tensorflow as tf
@@ -23,6 +22,7 @@ def as_optimizer(optimizer):
     if isinstance(optimizer, keras_optimizers.TFOptimizer):
         raise TypeError('cannot wrap a TFOptimizer (a tf.train optimizer): its state is not '
                         'visible to Keras. Use a keras_opt_legacy or Keras optimizer instead.')
+    compat.check_standalone(optimizer)
     if isinstance(optimizer, (str, dict)):
         optimizer = keras_optimizers.get(optimizer)
     if not isinstance(optimizer, keras_optimizers.Optimizer):
@@ -61,26 +61,23 @@ def _keras_builtin_step(optimizer, grads, params):
         # races reading `iterations` against its increment).
         updates, _ = compat.keras_get_updates(optimizer, clipped(), params, slots)
         assignments = [_assignment(update, optimizer) for update in updates]
-        with tf.control_dependencies([value for _, _, value in assignments]):
-            ops = [assign(ref, value) for assign, ref, value in assignments
-                   if assign is not tf.assign_add]
+        with tf.control_dependencies([value for _, _, value, _ in assignments]):
+            ops = [assign(target, value) for assign, target, value, increment in assignments
+                   if not increment]
         with tf.control_dependencies(ops):
-            ops += [assign(ref, value) for assign, ref, value in assignments
-                    if assign is tf.assign_add]
+            ops += [assign(target, value) for assign, target, value, increment in assignments
+                    if increment]
         return ops
     return PreparedStep(build)
 
 
 def _assignment(update, optimizer):
-    """`(assign function, variable ref, value)` of one of Keras's updates."""
-    if isinstance(update, tuple):
-        return (tf.assign,) + tuple(update)
-    kinds = {'Assign': tf.assign, 'AssignAdd': tf.assign_add}
-    op = getattr(update, 'op', None)
-    if op is None or op.type not in kinds:
+    """`(assign function, target, value, increment?)` of one of Keras's updates."""
+    assignment = compat.keras_assignment(update)
+    if assignment is None:
         raise TypeError('cannot wrap %s: its update %r is not an assignment'
                         % (type(optimizer).__name__, update))
-    return kinds[op.type], op.inputs[0], op.inputs[1]
+    return assignment
 
 
 def positive_integer(name, value):
@@ -143,8 +140,7 @@ class Wrapper(OptimizerBase):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        # Keras's deserialize edits its argument (lower-cases built-in names): give it a copy.
-        config['optimizer'] = keras_optimizers.deserialize(copy.deepcopy(config['optimizer']))
+        config['optimizer'] = compat.deserialize_optimizer(config['optimizer'])
         return cls(**config)
 
 
@@ -205,7 +201,7 @@ class GradientAccumulation(Wrapper):
             self._injecting = False
         step = K.function(inputs, outputs, updates=updates + metric_updates,
                           name='train_function', **kwargs)
-        state = K.function(inputs, [], updates=state_updates, name='model_state_updates')
+        state = compat.updates_function(inputs, state_updates, 'model_state_updates')
 
         def train_function(ins):
             if state_updates and K.get_value(self.iterations) % self.steps == self.steps - 1:

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import backend as K
 
 import keras_opt_legacy as kol
+from keras_opt_legacy import compat
 import problems
 
 STEPS = 40
@@ -29,7 +30,7 @@ def ordered(keras_class):
     class Ordered(base):
         def get_updates(self, loss, params):
             updates = base.get_updates(self, loss, params)
-            assert updates[0].op.type == 'AssignAdd', updates[0]
+            assert compat.keras_assignment(updates[0])[3], updates[0]  # the increment
             ops = [u for u in updates[1:] if not isinstance(u, tuple)]
             with tf.control_dependencies(ops):  # Nadam's (m_schedule, new value)
                 ops += [K.update(*u) for u in updates[1:] if isinstance(u, tuple)]
@@ -92,11 +93,13 @@ def test_same_trajectory_as_keras(name, options, fused):
 # ---- raw TensorFlow ------------------------------------------------------------------------
 
 def raw_trajectory(make_step):
-    """STEPS steps of a tanh MLP built from tf.Variables; `make_step(loss, variables)` -> op."""
+    """STEPS steps of a tanh MLP built from Keras variables (ref or resource variables, as the
+    installed Keras makes them: TF's fused kernels need the slots of the same kind);
+    `make_step(loss, variables)` -> op."""
     K.clear_session()
     x = tf.placeholder(tf.float32, (None, problems.D))
     y = tf.placeholder(tf.float32, (None, 1))
-    w1, b1, w2, b2 = variables = [tf.Variable(w) for w in problems.initial_weights()]
+    w1, b1, w2, b2 = variables = [K.variable(w) for w in problems.initial_weights()]
     loss = tf.reduce_mean(tf.square(tf.matmul(tf.tanh(tf.matmul(x, w1) + b1), w2) + b2 - y))
     step = make_step(loss, variables)
     sess = K.get_session()

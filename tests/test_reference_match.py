@@ -84,7 +84,8 @@ def test_fused_uses_tensorflows_kernel_and_plain_does_not(name, kernel):
         model.compile(getattr(kol, name)(fused=fused), 'mse')
         model._make_train_function()
         types = {op.type for op in model.optimizer.updates[0].graph.get_operations()}
-        assert (kernel in types) == fused, (name, fused)
+        # ResourceApplyAdam etc. on resource variables (Keras 2.3 makes them)
+        assert (kernel in types or 'Resource' + kernel in types) == fused, (name, fused)
         assert model.optimizer.get_config()['fused'] is fused
 
 

@@ -9,7 +9,7 @@ import scipy.integrate
 from keras import backend as K
 
 import keras_opt_legacy as kol
-from keras_opt_legacy import runge_kutta as rk
+from keras_opt_legacy import compat, runge_kutta as rk
 import problems
 
 # ---- NumPy references, independent of the implementation --------------------------------------
@@ -269,7 +269,7 @@ def test_every_stage_uses_the_gradients_of_get_gradients():
 # ---- once per batch: model state updates, stateful metrics, loss and metrics ------------------
 
 class BatchCount(keras.layers.Layer):
-    """A stateful metric counting the runs of its update."""
+    """A stateful metric counting the runs of its update (Keras 2.2's protocol)."""
 
     def __init__(self):
         super(BatchCount, self).__init__(name='batch_count')
@@ -282,6 +282,21 @@ class BatchCount(keras.layers.Layer):
     def __call__(self, y_true, y_pred):
         self.add_update(K.update_add(self.count, 1.), inputs=[y_true, y_pred])
         return self.count * 1.
+
+
+if compat.KERAS_23:
+    class BatchCount(keras.metrics.Metric):  # noqa: F811
+        """The same with Keras 2.3's stateful metrics, which are Metric objects."""
+
+        def __init__(self):
+            super(BatchCount, self).__init__(name='batch_count')
+            self.count = self.add_weight('count', initializer='zeros')
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return [K.update_add(self.count, 1.)]
+
+        def result(self):
+            return self.count * 1.
 
 
 def batchnorm_model(optimizer, inject):
@@ -300,10 +315,10 @@ def batchnorm_model(optimizer, inject):
 def test_model_state_and_stateful_metrics_update_once_per_batch_at_the_start(name):
     model, count = batchnorm_model(getattr(rk, name)(lr=0.2), inject=True)
     initial = model.get_weights()
-    loss, mae, _ = model.train_on_batch(*mlp().batch_of(0))
+    loss, mae, _ = model.train_on_batch(*mlp().batch_of(0), **compat.KEEP_METRICS)
     after_one = [K.get_value(w) for w in model.layers[1].non_trainable_weights]
     for i in range(1, 3):
-        model.train_on_batch(*mlp().batch_of(i))
+        model.train_on_batch(*mlp().batch_of(i), **compat.KEEP_METRICS)
     assert K.get_value(count.count) == 3
     K.clear_session()
     plain, _ = batchnorm_model(keras.optimizers.SGD(0.), inject=False)

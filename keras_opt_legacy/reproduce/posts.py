@@ -43,14 +43,15 @@ class HandwrittenSGD(Optimizer):
         super(HandwrittenSGD, self).__init__(**kwargs)
         with K.name_scope(self.__class__.__name__):
             self.iterations = K.variable(0, dtype='int64', name='iterations')
-            self.lr = K.variable(lr, name='lr')
+            # `learning_rate`: Keras 2.3 made `lr` a read-only alias of it
+            self.learning_rate = K.variable(lr, name='lr')
 
     @interfaces.legacy_get_updates_support
     def get_updates(self, loss, params):
         grads = self.get_gradients(loss, params)
         self.updates = [K.update_add(self.iterations, 1)]
         for p, g in zip(params, grads):
-            self.updates.append(K.update(p, p - self.lr * g))
+            self.updates.append(K.update(p, p - self.learning_rate * g))
         return self.updates
 
 
@@ -61,7 +62,8 @@ class NaiveSoftBatchSGD(Optimizer):
         super(NaiveSoftBatchSGD, self).__init__(**kwargs)
         with K.name_scope(self.__class__.__name__):
             self.iterations = K.variable(0, dtype='int64', name='iterations')
-            self.lr = K.variable(lr, name='lr')
+            # `learning_rate`: Keras 2.3 made `lr` a read-only alias of it
+            self.learning_rate = K.variable(lr, name='lr')
         self.steps = steps
 
     @interfaces.legacy_get_updates_support
@@ -73,7 +75,7 @@ class NaiveSoftBatchSGD(Optimizer):
         self.weights = [self.iterations] + accumulators
         for p, g, a in zip(params, grads, accumulators):
             total = a + g
-            new_p = p - self.lr * total / self.steps
+            new_p = p - self.learning_rate * total / self.steps
             self.updates.append(self._update_param(p, new_p, apply_now))
             self.updates.append(self._update_accumulator(a, total, apply_now))
         self.updates.append(self._count(self.updates))
