@@ -223,6 +223,8 @@ class _FusedKernels(object):
         from tensorflow.python.framework import op_def_registry
         from tensorflow.python.ops.resource_variable_ops import is_resource_variable
         from tensorflow.python.training import training_ops
+        if not hasattr(training_ops, name):  # e.g. apply_adagrad_v2 is new in TF 1.15
+            raise AttributeError('TensorFlow %s has no fused kernel %s' % (tf.__version__, name))
 
         def kernel(*args, **kwargs):
             """The op, or None (use the formula graph) if its variables are of mixed kinds, e.g. a
