@@ -175,8 +175,11 @@ class RungeKutta(InjectOptimizer):
     (s rows, each in full or stopping before the diagonal), `b` s weights summing to 1.
 
     Each batch runs s graph functions (installed by `opt.inject(model)`). `weights`:
-    `[iterations]` + per-parameter slots 'start' (p_n) and 'g1'..'g{s-1}' (the stage gradients
-    a later stage reads; k_j = -g_j). `iterations` counts batches. Constraints apply to p_{n+1},
+    `[iterations]` + per-parameter slots 'start' (p_n, kept when s > 2: a stage after the
+    second moves from it) and 'g1'..'g{s-1}' (the stage gradients a later stage reads;
+    k_j = -g_j). The last stage moves from where it evaluated, p_{s-1} = p_n - h sum_j a_sj g_j:
+    p_{n+1} = p_{s-1} - h sum_j (b_j - a_sj) g_j (in the last bit, not the same rounding as
+    from p_n). `iterations` counts batches. Constraints apply to p_{n+1},
     not to the points where the stages evaluate the gradient.
     """
 
@@ -186,7 +189,8 @@ class RungeKutta(InjectOptimizer):
         super(RungeKutta, self).__init__(lr=lr, decay=decay, **kwargs)
         self.a, self.b = check_tableau(*self._tableau_arguments(a=a, b=b))
         s = len(self.b)
-        self.slot_names = ('start',) + tuple('g%d' % j for j in range(1, s)) if s > 1 else ()
+        self.slot_names = (('start',) if self._keeps_start else ()) + \
+            tuple('g%d' % j for j in range(1, s))
 
     @property
     def evaluations_per_step(self):
@@ -211,6 +215,11 @@ class RungeKutta(InjectOptimizer):
     def _step_size(self):
         return self._learning_rate_at(self.iterations)
 
+    @property
+    def _keeps_start(self):
+        """Whether a stage needs p_n after the first has moved p (stages 3 and later do)."""
+        return len(self.b) > 2
+
     def _stage_inputs(self, p, g, i):
         """(p_n, [g_1..g_{i+1}]) at stage i (from 0): earlier gradients from the slots, this
         stage's own."""
@@ -218,14 +227,16 @@ class RungeKutta(InjectOptimizer):
         if i == 0:
             return p, [g]
         slots = self._slots[p]
-        return slots['start'], [slots['g%d' % j] for j in range(1, i + 1)] + [g]
+        return slots.get('start'), [slots['g%d' % j] for j in range(1, i + 1)] + [g]
 
     def _last_stage(self, h, params, grads):
         """The ops of the last stage: p_{n+1}, constrained."""
         ops = []
         for p, g in zip(params, grads):
-            start, gs = self._stage_inputs(p, g, len(self.b) - 1)
-            moved = _move(p, start, h, self.b, gs, after=[])
+            last = len(self.b) - 1
+            _, gs = self._stage_inputs(p, g, last)
+            from_here = [b - a for b, a in zip(self.b, self.a[last])]
+            moved = _move(p, p, h, from_here, gs, after=[])
             if getattr(p, 'constraint', None) is not None:
                 with tf.control_dependencies(moved):
                     moved.append(K.update(p, p.constraint(p.read_value())))
@@ -241,7 +252,7 @@ class RungeKutta(InjectOptimizer):
             for p, g in zip(params, grads):
                 start, gs = self._stage_inputs(p, g, i)
                 saved = [K.update(self._slots[p]['g%d' % (i + 1)], gs[-1])]
-                if i == 0:
+                if i == 0 and self._keeps_start:
                     saved.append(K.update(self._slots[p]['start'], p))
                 ops += _move(p, start, h, self.a[i + 1], gs, after=saved)
             return ops
@@ -282,6 +293,7 @@ class AdaptiveRungeKutta(RungeKutta):
     """
 
     b_embedded = error_order = None  # of a named method
+    _keeps_start = True  # a rejected step goes back to p_n
 
     def __init__(self, lr=0.01, a=None, b=None, b_embedded=None, error_order=None, rtol=1e-3,
                  atol=1e-6, min_step=1e-6, max_step=1., safety=0.9, min_factor=0.2,
