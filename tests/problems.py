@@ -47,6 +47,18 @@ def compiled(optimizer):
     return model
 
 
+def trajectory(optimizer, steps):
+    """The flat weights of `mlp()` trained with `optimizer` after each of `steps`
+    train_on_batch steps on `batches(*data())`."""
+    model = compiled(optimizer)
+    batch_of = batches(*data())
+    weights = []
+    for i in range(steps):
+        model.train_on_batch(*batch_of(i))
+        weights.append(flat(model.get_weights()))
+    return np.array(weights)
+
+
 def numpy_gradients(weights, x, y):
     """Gradients of mean((tanh(x W1 + b1) W2 + b2 - y)^2), in float64."""
     w1, b1, w2, b2 = [np.asarray(w, dtype=np.float64) for w in weights]

@@ -32,14 +32,7 @@ IDS = [name + ('-formula' if 'fused' in options else '-amsgrad' if 'amsgrad' in 
 def trajectory(name, options):
     """The flat weights after each step of STEPS train_on_batch steps, in a fresh graph."""
     K.clear_session()
-    model = problems.mlp()
-    model.compile(getattr(kol, name)(**options), 'mse')
-    batch_of = problems.batches(*problems.data())
-    weights = []
-    for i in range(STEPS):
-        model.train_on_batch(*batch_of(i))
-        weights.append(problems.flat(model.get_weights()))
-    return np.array(weights)
+    return problems.trajectory(getattr(kol, name)(**options), STEPS)
 
 
 @pytest.mark.parametrize('name, options', CASES, ids=IDS)

@@ -43,14 +43,7 @@ def ordered(keras_class):
 
 def keras_trajectory(optimizer):
     """The flat weights of `problems.mlp()` after each of STEPS train_on_batch steps."""
-    model = problems.mlp()
-    model.compile(optimizer, 'mse')
-    batch_of = problems.batches(*problems.data())
-    trajectory = []
-    for i in range(STEPS):
-        model.train_on_batch(*batch_of(i))
-        trajectory.append(problems.flat(model.get_weights()))
-    return np.array(trajectory)
+    return problems.trajectory(optimizer, STEPS)
 
 
 KERAS_CASES = [
