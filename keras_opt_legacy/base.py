@@ -19,6 +19,8 @@ from keras import optimizers as keras_optimizers
 from keras.legacy import interfaces
 from keras.utils.generic_utils import get_custom_objects
 
+from .compat import fused_kernels
+
 _REGISTRY = {}
 
 
@@ -116,6 +118,13 @@ def plus(value):
 def minus(value):
     """The new value `variable - value`, applied in place."""
     return InPlace(-1, value)
+
+
+def descend(variable, rate, x, after=()):
+    """The op `variable <- variable - rate * x`, in place and in one pass, after the ops `after`:
+    TF's fused ApplyGradientDescent kernel (its `x * rate` rounds as `rate * x`)."""
+    with tf.control_dependencies(list(after)):
+        return fused_kernels().apply_gradient_descent(variable, rate, x)
 
 
 def new_value(variable, update):

@@ -11,22 +11,16 @@ Keras-formula graph. Elsewhere the parameter update is applied in place (`minus`
 import tensorflow as tf
 from keras import backend as K
 
-from .base import NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, minus, plus, register
+from .base import (NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, descend, minus, plus,
+                   register)
 from .compat import fused_kernels
-
-
-def _descend(variable, rate, x, after=()):
-    """The op `variable <- variable - rate * x`, in place and in one pass, after the ops `after`:
-    TF's fused ApplyGradientDescent kernel (its `x * rate` rounds as `rate * x`)."""
-    with tf.control_dependencies(list(after)):
-        return fused_kernels().apply_gradient_descent(variable, rate, x)
 
 
 def _average_in_place(variable, decay, x):
     """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula:
     `variable <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact),
     with no temporary the size of `variable` for the sum."""
-    return _descend(variable, -(1. - decay), x, after=[K.update(variable, decay * variable)])
+    return descend(variable, -(1. - decay), x, after=[K.update(variable, decay * variable)])
 
 
 def _read(variable, after):
@@ -51,14 +45,14 @@ class SGD(Optimizer):
 
     def _fused(self, p, g, slots, step):
         if 'moment' not in slots:
-            return _descend(p, step.lr, g)
+            return descend(p, step.lr, g)
         m = slots['moment']
         # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same two roundings.
-        v = _read(m, [_descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
+        v = _read(m, [descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
         if not self.nesterov:
             return [K.update_add(p, v)]
         # (p + momentum*v) - lr*g, as the formula rounds it.
-        return [_descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
+        return [descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
 
     def _apply(self, p, g, slots, step):
         if 'moment' not in slots:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import backend as K
 
 from . import compat
-from .base import Optimizer, after_all, checked_number, register
+from .base import Optimizer, after_all, checked_number, descend, register
 from .wrappers import select
 
 POSITIVE = (lambda v: v > 0, '> 0')
@@ -147,8 +147,7 @@ def _move(p, start, h, weights, gs, after):
             ops.append(K.update(p, start))
     for w, g in zip(weights, gs):
         if w != 0:
-            with tf.control_dependencies(ops):
-                ops.append(compat.fused_kernels().apply_gradient_descent(p, h * w, g))
+            ops.append(descend(p, h * w, g, after=ops))
     return ops
 
 
@@ -231,11 +230,11 @@ class RungeKutta(InjectOptimizer):
 
     def _last_stage(self, h, params, grads):
         """The ops of the last stage: p_{n+1}, constrained."""
+        last = len(self.b) - 1
+        from_here = [b - a for b, a in zip(self.b, self.a[last])]
         ops = []
         for p, g in zip(params, grads):
-            last = len(self.b) - 1
             _, gs = self._stage_inputs(p, g, last)
-            from_here = [b - a for b, a in zip(self.b, self.a[last])]
             moved = _move(p, p, h, from_here, gs, after=[])
             if getattr(p, 'constraint', None) is not None:
                 with tf.control_dependencies(moved):
