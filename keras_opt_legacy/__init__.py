@@ -1,11 +1,13 @@
 """keras_opt_legacy: optimizers for graph-mode TensorFlow 1.x + standalone Keras 2.2.4-2.3.1."""
 from . import compat  # noqa: F401 (first: it checks the installed versions)
 
-from .base import Optimizer, current_learning_rate, custom_objects
-from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam,
+from . import checks, ops
+from .base import Optimizer, PreparedStep, custom_objects, register
+from .builtin import current_learning_rate
+from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, AdamBase, Adam, Adamax, Nadam,
                          Ftrl)
 
-from .wrappers import GradientAccumulation, Lookahead, SkipNonFinite
+from .wrappers import Wrapper, GradientAccumulation, Lookahead, SkipNonFinite
 from .runge_kutta import (InjectOptimizer, RungeKutta, AdaptiveRungeKutta,
                           Heun, Midpoint, RK4, RK23, RK45)
 from .state import (load_model, load_optimizer_state, reset_optimizer,
@@ -14,7 +16,8 @@ from . import callbacks
 from . import schedules
 
 __version__ = '0.1.0'
-__all__ = ['Optimizer', 'current_learning_rate', 'custom_objects', 'schedules',
+__all__ = ['Optimizer', 'AdamBase', 'Wrapper', 'PreparedStep', 'register', 'checks', 'ops',
+           'current_learning_rate', 'custom_objects', 'schedules',
            'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
            'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'callbacks', 'load_model',
            'load_optimizer_state', 'reset_optimizer', 'save_model', 'InjectOptimizer',

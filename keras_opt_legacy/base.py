@@ -1,16 +1,15 @@
-"""The base class: Keras 2's `get_updates` design, with a deterministic step counter and all state
-in `self.weights`.
+"""The base classes: Keras 2's `get_updates` design, with a deterministic step counter and all
+state in `self.weights`.
 
-A subclass declares its per-parameter slots (`slot_names`), registers its hyperparameters with
-`_hyper`/`_flag`, and writes its update rule once in `_apply` (plus `_step_values` for per-step
-scalars such as bias corrections). The base does everything else: learning rate (constant, legacy
-decay or schedule), clipping, constraints, state creation, ordering, config and weights.
+Writing an update rule (see `Optimizer`): declare the per-parameter slots, register the
+hyperparameters with `_hyper`/`_flag`, write the rule once in `_apply`, and register the class
+(`keras_opt_legacy.register`). The base does the rest: learning rate (constant, legacy decay or
+schedule), clipping, constraints, state, ordering (`ops`), config, saving and wrappers. Writing a
+wrapper: subclass `wrappers.Wrapper` and implement `prepare_step`.
 """
+import contextlib
 import inspect
-import math
-import numbers
-import weakref
-from collections import namedtuple
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -19,19 +18,26 @@ from keras import optimizers as keras_optimizers
 from keras.legacy import interfaces
 from keras.utils.generic_utils import get_custom_objects
 
-from .compat import fused_kernels
+from . import checks, ops
+from .checks import (NON_NEGATIVE, NON_POSITIVE, UNIT_INTERVAL,  # noqa: F401 (v1 names)
+                     checked_number)
+from .ops import minus, plus  # noqa: F401 (v1 names)
 
 _REGISTRY = {}
+_SCOPE_UNSAFE = re.compile(r'[^A-Za-z0-9_.\-]')  # what a TF name scope cannot hold
 
 
 def register(cls):
-    """Register `cls` for `load_model` under a name no Keras built-in has.
+    """Register `cls` (an optimizer, wrapper or schedule) so that a saved model loads without
+    `custom_objects`; use it as a class decorator.
 
     Keras saves `optimizer.__class__.__name__` and `keras.optimizers.deserialize` lower-cases any
     name matching a built-in ('Adam' -> 'adam'), so an optimizer serialized as 'Adam' would come
-    back as Keras's own Adam. 'keras_opt_legacy.Adam' cannot collide (and is a valid TF scope name).
+    back as Keras's own Adam: the class is renamed 'keras_opt_legacy.' + its qualified name,
+    which cannot collide. Classes defined inside a function register too ('<locals>' becomes
+    '_locals_': Keras uses the name as a TF name scope).
     """
-    name = 'keras_opt_legacy.' + cls.__qualname__
+    name = 'keras_opt_legacy.' + _SCOPE_UNSAFE.sub('_', cls.__qualname__)
     cls.__name__ = name
     get_custom_objects()[name] = cls
     _REGISTRY[name] = cls
@@ -43,25 +49,25 @@ def custom_objects():
     return dict(_REGISTRY)
 
 
-# Hyperparameter checks: (predicate, what the value must be).
-NON_NEGATIVE = (lambda v: v >= 0, '>= 0')
-NON_POSITIVE = (lambda v: v <= 0, '<= 0')
-UNIT_INTERVAL = (lambda v: 0 <= v < 1, 'in [0, 1)')
-
-
-def checked_number(name, value, check=NON_NEGATIVE):
-    """Return `value` as a float, or raise TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError('%s must be a number, got %r' % (name, value))
-    predicate, requirement = check
-    if not math.isfinite(value) or not predicate(value):
-        raise ValueError('%s must be %s, got %r' % (name, requirement, value))
-    return float(value)
+def label(cls):
+    """A class's short name, for messages and TF name scopes: 'Adam' for keras_opt_legacy.Adam,
+    'NewOptimizer' for a class defined inside a function ('f.<locals>.NewOptimizer'), reduced to
+    the characters a TF scope name can hold (and start with)."""
+    return _SCOPE_UNSAFE.sub('_', cls.__qualname__.rsplit('.', 1)[-1]).lstrip('_-') or 'Optimizer'
 
 
 def is_schedule(value):
     """A learning-rate schedule: a callable `schedule(step) -> tensor` with a config."""
     return callable(value) and hasattr(value, 'get_config')
+
+
+def serialize_schedule(schedule):
+    return {'class_name': type(schedule).__name__, 'config': schedule.get_config()}
+
+
+def deserialize_schedule(config):
+    from keras.utils.generic_utils import deserialize_keras_object
+    return deserialize_keras_object(config, printable_module_name='learning rate schedule')
 
 
 def clip_gradients(grads, clipnorm=None, clipvalue=None):
@@ -82,119 +88,39 @@ def resolve_gradients(grads):
     return grads() if callable(grads) else grads
 
 
-def check_gradients(grads):
-    if any(g is None for g in grads):
-        raise ValueError('An operation has `None` for gradient. Please make sure that all of your '
-                         'ops have a gradient defined (i.e. are differentiable). Common ops without '
-                         'gradient: K.argmax, K.round, K.eval.')
+def check_gradients(grads, params=None):
+    """Raise Keras's ValueError for a `None` gradient, naming the parameter where known."""
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:
+        names = '' if params is None else ' (%s)' % ', '.join(
+            getattr(params[i], 'name', repr(params[i])) for i in missing)
+        raise ValueError('An operation has `None` for gradient%s. Please make sure that all of '
+                         'your ops have a gradient defined (i.e. are differentiable). Common ops '
+                         'without gradient: K.argmax, K.round, K.eval.' % names)
 
 
-def after_all(tensors, also=()):
-    """`tensors`, each usable only once all of them (and `also`) are computed.
-
-    Keras variables are TF1 ref variables: an assign writes into the buffer that backward-pass ops
-    read through `W/read`. Gating every update on every gradient (TF's GATE_OP idea, for the whole
-    graph) keeps an early assign from changing a later gradient, and gating on the loss keeps the
-    reported loss from seeing updated weights.
-    """
-    with tf.control_dependencies(list(also)):
-        return tf.tuple(list(tensors))
+# ---- state names ---------------------------------------------------------------------------
+# A state name is 'inner/' * depth + name: 'iterations', 'm/dense_1/kernel', 'inner/m_schedule'.
+COUNTERS = ('iterations', 'm_schedule')  # step counters, and Nadam's product over the steps
 
 
-class InPlace(namedtuple('InPlace', 'sign value')):
-    """A rule's new value `variable + sign * value`, applied in place (AssignAdd/AssignSub): the
-    same float result as assigning `variable + value` (or `- value`), without a temporary the
-    size of the variable and the full copy that an Assign makes of it."""
-
-    def apply(self, variable):
-        return (tf.assign_add if self.sign > 0 else tf.assign_sub)(variable, self.value)
-
-
-def plus(value):
-    """The new value `variable + value`, applied in place."""
-    return InPlace(1, value)
+def split_inner(name):
+    """'inner/inner/m/dense_1/kernel' -> ('inner/inner/', 'm/dense_1/kernel')."""
+    prefix = ''
+    while name[len(prefix):].startswith('inner/'):
+        prefix += 'inner/'
+    return prefix, name[len(prefix):]
 
 
-def minus(value):
-    """The new value `variable - value`, applied in place."""
-    return InPlace(-1, value)
+def is_counter(name):
+    return split_inner(name)[1] in COUNTERS
 
 
-def descend(variable, rate, x, after=()):
-    """The op `variable <- variable - rate * x`, in place and in one pass, after the ops `after`:
-    TF's fused ApplyGradientDescent kernel (its `x * rate` rounds as `rate * x`)."""
-    with tf.control_dependencies(list(after)):
-        return fused_kernels().apply_gradient_descent(variable, rate, x)
-
-
-def new_value(variable, update):
-    """The tensor a rule's update of `variable` computes (in-place forms spelled out)."""
-    if not isinstance(update, InPlace):
-        return update
-    return variable + update.value if update.sign > 0 else variable - update.value
-
-
-_KERAS_RATES = weakref.WeakKeyDictionary()
-
-
-def rate_tensor(optimizer):
-    """A tensor: the learning rate `optimizer`'s next update will use (built once per optimizer).
-
-    keras_opt_legacy's optimizers and wrappers know it (`current_rate`); for Keras's built-ins it
-    is their lr with legacy decay applied, as their `get_updates` computes it."""
-    if hasattr(optimizer, 'current_rate'):
-        return optimizer.current_rate()
-    if optimizer not in _KERAS_RATES:
-        lr = optimizer.lr
-        if getattr(optimizer, 'initial_decay', 0) > 0:
-            lr = lr * (1. / (1. + optimizer.decay * K.cast(optimizer.iterations,
-                                                           K.dtype(optimizer.decay))))
-        _KERAS_RATES[optimizer] = lr
-    return _KERAS_RATES[optimizer]
-
-
-def current_learning_rate(optimizer):
-    """The learning rate the next update will use, as a float: schedule or legacy decay applied.
-
-    Works on keras_opt_legacy's optimizers and wrappers and on Keras's built-ins; meant for
-    logging (a callback may call it every batch: the graph does not grow)."""
-    return float(K.get_value(rate_tensor(optimizer)))
-
-
-class ScheduledRate(object):
-    """`opt.lr` of an optimizer driven by a schedule: readable, not settable.
-
-    `K.get_value(opt.lr)` gives the current rate and `opt.lr` converts to a tensor (e.g. to log
-    it in a metric); `K.set_value` -- what LearningRateScheduler and ReduceLROnPlateau call --
-    raises an error before it creates anything."""
-
-    dtype = tf.float32
-
-    def __init__(self, optimizer):
-        self._optimizer = optimizer
-
-    @staticmethod
-    def explain(optimizer):
-        return ('the learning rate of this %s is driven by the schedule %s, evaluated in the graph '
-                'at every update, so it cannot be set (by K.set_value, LearningRateScheduler or '
-                'ReduceLROnPlateau). Drop that callback, or give the optimizer a constant lr to '
-                'drive it from a callback.' % (type(optimizer).__qualname__,
-                                               type(optimizer._schedule).__qualname__))
-
-    def eval(self, session=None):
-        return self._optimizer.current_rate().eval(session=session)
-
-    @property
-    def _assign_placeholder(self):  # K.set_value checks this first: fail before building ops
-        raise RuntimeError(self.explain(self._optimizer))
-
-    def assign(self, value):
-        raise RuntimeError(self.explain(self._optimizer))
-
-
-tf.register_tensor_conversion_function(
-    ScheduledRate, lambda value, dtype=None, name=None, as_ref=False:
-    value._optimizer.current_rate())
+def reset_state(owner, names, variables, keep_iterations=False):
+    """Re-initialize the state `variables` (named `names`) of `owner` in place; with
+    `keep_iterations` the counters keep their values."""
+    ops.reinitialize(owner, [v for n, v in zip(names, variables)
+                             if not (keep_iterations and is_counter(n))])
 
 
 class Step(object):
@@ -220,15 +146,35 @@ class OptimizerBase(keras_optimizers.Optimizer):
     """What keras_opt_legacy's optimizers and wrappers share.
 
     One protocol builds every update: `prepare_step(grads, params)` creates the state of `params`
-    now (variables cannot be created inside control flow) and returns a function that builds the
-    ops applying one step with `grads` (final gradients: already clipped) when called -- possibly
-    inside a `tf.cond` branch, which is how wrappers apply an inner optimizer conditionally.
+    now (variables cannot be created inside control flow) and returns a `PreparedStep` that
+    builds the ops applying one step with `grads` (final gradients: already clipped) when called
+    -- possibly inside a `tf.cond` branch, which is how wrappers apply an inner optimizer
+    conditionally.
 
-    `self.weights` lists all state, `self.weight_names` names each entry; `set_weights` checks
-    everything before assigning anything.
+    The scaffolding is here: the TF name scope, `iterations` (int64, first in `weights`), the
+    per-parameter slots (`slot_names`, `_create_slots`), scalar state (`_add_scalar`), and the
+    state listing (`weights`, named in `weight_names`); `set_weights` checks everything before
+    assigning anything.
+
+    Optimizers that drive the train function themselves (`needs_inject`: Runge-Kutta methods,
+    GradientAccumulation(model_updates='with_update')) build their updates only inside
+    `with self.injecting():`, which their `inject(model)` opens; `get_updates` anywhere else
+    raises an error saying what to call.
     """
 
     slot_names = ()  # per-parameter state, in `weights` order
+    needs_inject = False  # whether training needs opt.inject(model) after compile
+    inject_reason = 'drives the train function itself'  # why, for the error message
+    _injecting = False
+
+    def __init__(self, **kwargs):
+        super(OptimizerBase, self).__init__(**kwargs)
+        self._slots = {}  # parameter -> {slot name: variable}
+        self._scalars = []  # (name, variable): scalar state after `iterations` in `weights`
+        self.weight_names = []
+        with K.name_scope(label(type(self))) as scope:
+            self._scope = scope
+            self.iterations = K.variable(0, dtype='int64', name='iterations')
 
     def prepare_step(self, grads, params):
         """Create the state of `params`; return a `PreparedStep` building one step's ops.
@@ -236,6 +182,8 @@ class OptimizerBase(keras_optimizers.Optimizer):
         `grads` are the final gradients, or a function returning them, called where they are
         needed: inside a wrapper's branch, work on them is done only when the branch runs."""
         raise NotImplementedError
+
+    # ---- state -----------------------------------------------------------------------------
 
     def _add_scalar(self, name, initial_value, dtype=None):
         """Scalar state (Nadam's m_schedule, ...), listed in `weights` right after `iterations`."""
@@ -251,7 +199,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
         """Create the `slot_names` variables of each parameter once (outside control flow)."""
         params = list(params)
         for p in params:
-            if p not in self._slots:  # parameter -> {slot name: variable}
+            if p not in self._slots:
                 self._slots[p] = {
                     name: K.variable(tf.fill(K.int_shape(p), tf.constant(
                         self._slot_initial_value(name), dtype=p.dtype.base_dtype)),
@@ -259,11 +207,12 @@ class OptimizerBase(keras_optimizers.Optimizer):
                     for name in self.slot_names}
         return params
 
-    def _list_state(self, named_variables, params, inner=()):
-        """`weights` = the named variables, then each slot (in parameter order), then `inner`'s
-        state (a wrapped optimizer's, its names prefixed with 'inner/')."""
-        names = [name for name, _ in named_variables]
-        self.weights = [variable for _, variable in named_variables]
+    def _list_state(self, params, inner=()):
+        """`weights` = `iterations`, the scalars, then each slot (in parameter order), then
+        `inner`'s `(names, variables)` (a wrapped optimizer's, names prefixed with 'inner/')."""
+        named = [('iterations', self.iterations)] + self._scalars
+        names = [name for name, _ in named]
+        self.weights = [variable for _, variable in named]
         for name in self.slot_names:
             names += ['%s/%s' % (name, p.op.name) for p in params]
             self.weights += [self._slots[p][name] for p in params]
@@ -273,23 +222,46 @@ class OptimizerBase(keras_optimizers.Optimizer):
             self.weights += list(inner_weights)
         self.weight_names = names
 
+    def reset(self, keep_iterations=False):
+        """Re-initialize all state in place (see `keras_opt_legacy.reset_optimizer`)."""
+        if not self.weights:
+            return False
+        reset_state(self, self.weight_names, self.weights, keep_iterations)
+        return True
+
+    # ---- building ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def injecting(self):
+        """While open, `get_updates` may build the updates of an optimizer that `needs_inject`
+        (its `inject(model)` opens it around Keras's train-function construction)."""
+        self._injecting = True
+        try:
+            yield
+        finally:
+            self._injecting = False
+
+    def _check_injecting(self):
+        if self.needs_inject and not self._injecting:
+            raise RuntimeError(
+                '%s %s: call opt.inject(model) after model.compile, and again after every '
+                'recompile (compiling drops it), before training. To load a saved model, use '
+                'keras_opt_legacy.load_model(path), which injects.'
+                % (label(type(self)), self.inject_reason))
+
     def clip_gradients(self, grads):
         return grads
 
-    def reset(self, keep_iterations=False):
-        """Re-initialize all state in place (see `keras_opt_legacy.reset_optimizer`)."""
-        from .state import reset_optimizer
-        return reset_optimizer(self, keep_iterations)
-
     def get_gradients(self, loss, params):
         grads = K.gradients(loss, params)
-        check_gradients(grads)
+        check_gradients(grads, params)
         return self.clip_gradients(grads)
 
     @interfaces.legacy_get_updates_support
     def get_updates(self, loss, params):
+        self._check_injecting()
         grads = self.get_gradients(loss, params)
-        self.updates = self.prepare_step(after_all(grads, also=[loss]), params)()
+        self.updates = self.prepare_step(ops.after_all(grads, also=[loss]), params)()
         return self.updates
 
     def apply_gradients(self, grads_and_vars, name=None):
@@ -302,9 +274,9 @@ class OptimizerBase(keras_optimizers.Optimizer):
         if not grads_and_vars:
             raise ValueError('apply_gradients needs at least one (gradient, variable) pair')
         grads = [g for g, _ in grads_and_vars]
-        check_gradients(grads)
         params = [v for _, v in grads_and_vars]
-        grads = after_all(self.clip_gradients(grads))
+        check_gradients(grads, params)
+        grads = ops.after_all(self.clip_gradients(grads))
         self.updates = self.prepare_step(grads, params)()
         return tf.group(*self.updates, name=name or 'apply_gradients')
 
@@ -313,7 +285,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
         weights = list(weights)
         if len(weights) != len(self.weights):
             raise ValueError('%s has %d state arrays (%s), got %d; nothing was set'
-                             % (type(self).__qualname__, len(self.weights),
+                             % (label(type(self)), len(self.weights),
                                 ', '.join(self.weight_names) or 'none before training',
                                 len(weights)))
         for name, variable, value in zip(self.weight_names, self.weights, weights):
@@ -334,55 +306,120 @@ class OptimizerBase(keras_optimizers.Optimizer):
                            for v, w in zip(self.weights, weights)])
 
 
+class ScheduledRate(object):
+    """`opt.lr` of an optimizer driven by a schedule: readable, not settable.
+
+    `K.get_value(opt.lr)` gives the current rate and `opt.lr` converts to a tensor (e.g. to log
+    it in a metric); `K.set_value` -- what LearningRateScheduler and ReduceLROnPlateau call --
+    raises an error before it creates anything."""
+
+    dtype = tf.float32
+
+    def __init__(self, optimizer):
+        self._optimizer = optimizer
+
+    @staticmethod
+    def explain(optimizer):
+        return ('the learning rate of this %s is driven by the schedule %s, evaluated in the graph '
+                'at every update, so it cannot be set (by K.set_value, LearningRateScheduler or '
+                'ReduceLROnPlateau). Drop that callback, or give the optimizer a constant lr to '
+                'drive it from a callback.' % (label(type(optimizer)),
+                                               label(type(optimizer._schedule))))
+
+    def eval(self, session=None):
+        return self._optimizer.current_rate().eval(session=session)
+
+    @property
+    def _assign_placeholder(self):  # K.set_value checks this first: fail before building ops
+        raise RuntimeError(self.explain(self._optimizer))
+
+    def assign(self, value):
+        raise RuntimeError(self.explain(self._optimizer))
+
+
+tf.register_tensor_conversion_function(
+    ScheduledRate, lambda value, dtype=None, name=None, as_ref=False:
+    value._optimizer.current_rate())
+
+# The hooks of a rule that a fused kernel re-implements: a subclass redefining one of them
+# without its own `_fused` gets the formula graph (see `Optimizer._kernel_is_current`).
+RULE_HOOKS = ('_apply', '_step_values', '_final_updates')
+
+
 class Optimizer(OptimizerBase):
-    """Base class of keras_opt_legacy's optimizers (a `keras.optimizers.Optimizer`).
+    """Base class of keras_opt_legacy's update rules (a `keras.optimizers.Optimizer`).
 
-    `self.weights` (available once `get_updates`/`apply_gradients` has built the state) is
-    `[iterations] + scalar state + every slot`, slot by slot in `slot_names` order, each slot in
-    parameter order (Keras's `ms + vs` layout); `self.weight_names` names each entry.
+    A rule is a subclass that defines:
 
-    `iterations` counts applied updates; it is incremented after every op that reads it, so bias
-    corrections and schedules see a deterministic step number.
+    - `slot_names`: its per-parameter state, e.g. `('m', 'v')` (created as zeros;
+      `_slot_initial_value(name)` gives another start);
+    - `__init__(self, lr=..., <hyperparameters>, **kwargs)` calling `super().__init__(lr=lr,
+      **kwargs)`, then `self._hyper(name, value, checks.X, variable=False)` for each number (it
+      validates, stores and puts it in `get_config`) and `self._flag(name, value)` for each
+      boolean; `self._add_scalar(name, value)` for scalar state (in `weights`);
+    - `_apply(self, p, g, slots, step)`: the rule, as `[(variable, new value), ...]` for the
+      parameter `p`, its gradient `g` and its slots (`slots['m']`); `step.lr` is the rate of this
+      update, `step.t` the 1-based step (float). `ops.minus(x)`/`ops.plus(x)` as a new value
+      mean `variable - x`/`variable + x`, applied in place;
+    - optionally `_step_values(self, lr, t)`: a `Step` of per-update scalars shared by every
+      parameter (bias corrections: see `AdamBase`), `_final_updates(self, step)`: scalar state
+      assigned after every parameter, and `_fused(self, p, g, slots, step)`: the same rule on
+      TF's fused kernels (or None). A subclass that redefines `_apply`, `_step_values` or
+      `_final_updates` without its own `_fused` gets the formula graph: an inherited kernel
+      would compute the parent's rule.
+
+    Then `@keras_opt_legacy.register` the class. `self.weights` (available once
+    `get_updates`/`apply_gradients` has built the state) is `[iterations] + scalar state + every
+    slot`, slot by slot in `slot_names` order, each slot in parameter order (Keras's `ms + vs`
+    layout); `self.weight_names` names each entry. `iterations` counts applied updates; it is
+    incremented after every op that reads it, so bias corrections and schedules see a
+    deterministic step number.
+
+    `lr` (or `learning_rate`, the Keras 2.3 name) is a number or a schedule
+    (`keras_opt_legacy.schedules`); `decay` is Keras's legacy decay; `clipnorm`/`clipvalue` as in
+    Keras; `fused=False` always builds the formula graph.
     """
 
     def __init__(self, lr=None, decay=0., fused=True, **kwargs):
-        learning_rate = kwargs.pop('learning_rate', None)
+        learning_rate = kwargs.pop('learning_rate', _MISSING)
         allowed = {'clipnorm', 'clipvalue'}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise TypeError('Unexpected keyword argument passed to optimizer %s: %s'
-                            % (type(self).__qualname__, ', '.join(unknown)))
+                            % (label(type(self)), ', '.join(unknown)))
         lr = self._resolve_learning_rate(lr, learning_rate)
+        schedule = lr if is_schedule(lr) else None
+        lr = lr if schedule is not None else checked_number('lr', lr)
+        decay = checked_number('decay', decay)
+        if schedule is not None and decay > 0:
+            raise ValueError('decay must be 0 when the learning rate is a schedule: a schedule '
+                             'already decides the rate at every step')
+        fused = checks.flag('fused', fused)
         for name in sorted(kwargs):
             kwargs[name] = checked_number(name, kwargs[name])
         super(Optimizer, self).__init__(**kwargs)
         self._config = {}       # constructor argument -> attribute name, for get_config
         self._variables = set()  # hyperparameters held in K.variables
-        self._scalars = []      # (name, variable): scalar state after `iterations` in `weights`
         self._current_rate = None
-        self._slots = {}
-        self.weight_names = []
-        with K.name_scope(type(self).__qualname__) as scope:
-            self._scope = scope
-            self.iterations = K.variable(0, dtype='int64', name='iterations')
-        self._schedule = lr if is_schedule(lr) else None
-        if self._schedule is None:
-            self._lr = self._hyper_variable('lr', checked_number('lr', lr))
-        self.initial_decay = checked_number('decay', decay)
-        if self._schedule is not None and self.initial_decay > 0:
-            raise ValueError('decay must be 0 when the learning rate is a schedule: a schedule '
-                             'already decides the rate at every step')
-        self.decay = self._hyper_variable('decay', self.initial_decay)
+        self._schedule = schedule
+        if schedule is None:
+            self._lr = self._hyper_variable('lr', lr)
+        self.initial_decay = decay
+        self.decay = self._hyper_variable('decay', decay)
         self._config['decay'] = 'decay'
         # Use TF's fused kernel where its arithmetic and state are the Keras formula's.
-        self.fused = self._flag('fused', fused)
+        self.fused = fused
+        self._config['fused'] = 'fused'
 
     def _resolve_learning_rate(self, lr, learning_rate):
-        """Accept `lr=` (Keras 2.2) or `learning_rate=` (Keras 2.3, tf.keras), not both."""
-        if learning_rate is None:
+        """Accept `lr=` (Keras 2.2) or `learning_rate=` (Keras 2.3, tf.keras), not both: a given
+        `learning_rate` replaces `lr` only where `lr` is the constructor's default."""
+        if learning_rate is _MISSING:
             return lr
-        default = inspect.signature(type(self).__init__).parameters['lr'].default
-        if lr is not None and lr is not default and lr != default:
+        default = inspect.signature(type(self).__init__).parameters.get('lr')
+        is_default = lr is None or isinstance(lr, checks.DefaultRate) or (
+            default is not None and lr == default.default)
+        if not is_default and lr is not learning_rate:
             raise TypeError('pass the learning rate as lr= or as learning_rate=, not both '
                             '(got lr=%r, learning_rate=%r)' % (lr, learning_rate))
         return learning_rate
@@ -395,17 +432,17 @@ class Optimizer(OptimizerBase):
         self._variables.add(name)
         return variable
 
-    def _hyper(self, name, value, check=NON_NEGATIVE, variable=False):
+    def _hyper(self, name, value, check=checks.NON_NEGATIVE, variable=False):
         """Validate and store a numeric hyperparameter (a K.variable if `variable`, as Keras)."""
         value = checked_number(name, value, check)
         self._config[name] = name
         return self._hyper_variable(name, value) if variable else value
 
     def _flag(self, name, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError('%s must be True or False, got %r' % (name, value))
+        """Validate and store a boolean hyperparameter."""
+        value = checks.flag(name, value)
         self._config[name] = name
-        return bool(value)
+        return value
 
     def _epsilon(self, epsilon):
         return self._hyper('epsilon', K.epsilon() if epsilon is None else epsilon)
@@ -447,18 +484,7 @@ class Optimizer(OptimizerBase):
                 self._current_rate = self._learning_rate_at(self.iterations)
         return self._current_rate
 
-    # ---- state -----------------------------------------------------------------------------
-
-    def _create_state(self, params):
-        """Create the slots of `params` once and list all state in `weights`.
-
-        Called again with the same parameters (a recompile), it reuses the slots: the graph does
-        not grow and the state is kept; use `reset()` to start afresh.
-        """
-        params = self._create_slots(params)
-        self._list_state([('iterations', self.iterations)] + self._scalars, params)
-
-    # ---- building the update ---------------------------------------------------------------
+    # ---- the rule --------------------------------------------------------------------------
 
     def _step_values(self, lr, t):
         """Per-step scalars for `_apply`; `t` is the 1-based float step number."""
@@ -477,22 +503,27 @@ class Optimizer(OptimizerBase):
         """`[(variable, new value), ...]` of scalar state, assigned after every parameter."""
         return []
 
+    @classmethod
+    def _kernel_is_current(cls):
+        """Whether the nearest `_fused` computes this class's rule: no class below the one that
+        defines it redefines a rule hook (`RULE_HOOKS`)."""
+        for klass in cls.__mro__:
+            if klass is Optimizer:  # its `_fused` is the placeholder: no kernel
+                return False
+            if '_fused' in vars(klass):
+                return True
+            if any(hook in vars(klass) for hook in RULE_HOOKS):
+                return False
+        return False
+
+    # ---- building the update ---------------------------------------------------------------
+
     def _assign_all(self, updates, p=None):
-        """Assign `updates` once every new value is computed: a rule may read a variable in
-        several ops (Ftrl reads the old accumulator twice), and a ref-variable assign that ran
-        first would change what a later read sees. (Waiting only for the ops that read the
-        variable is not enough: grappler may turn such an op into an Identity -- pow(x, 1) -- and
-        an Identity of a ref variable aliases its buffer until its own consumers have run.)
-        In-place updates (`plus`/`minus`) run after the copies, which may read such an alias.
-        The constraint of `p` applies to its value."""
+        """`ops.assign_all`, with the constraint of `p` applied to its new value."""
         constraint = getattr(p, 'constraint', None)
         if constraint is not None:
-            updates = [(v, constraint(new_value(v, x)) if v is p else x) for v, x in updates]
-        with tf.control_dependencies([x.value if isinstance(x, InPlace) else x
-                                      for _, x in updates]):
-            copies = [K.update(v, x) for v, x in updates if not isinstance(x, InPlace)]
-        with tf.control_dependencies(copies):
-            return copies + [x.apply(v) for v, x in updates if isinstance(x, InPlace)]
+            updates = [(v, constraint(ops.new_value(v, x)) if v is p else x) for v, x in updates]
+        return ops.assign_all(updates)
 
     def update_ops(self, grads, params):
         """Ops that apply one step with `grads` (already clipped) to `params`.
@@ -502,21 +533,29 @@ class Optimizer(OptimizerBase):
         """
         step = self._step_values(self._learning_rate_at(self.iterations),
                                  K.cast(self.iterations, K.floatx()) + 1)
-        ops = []
+        # Kernels update in place: not for a constraint on the result, a sparse gradient, a
+        # subclass's changed rule, or a client that intercepts K.update.
+        kernels = self.fused and self._kernel_is_current() and not ops.keras_update_patched()
+        updates = []
         for p, g in zip(params, grads):
-            # Kernels update in place: no constraint on the result, no sparse gradients.
-            fusable = self.fused and getattr(p, 'constraint', None) is None and \
+            fusable = kernels and getattr(p, 'constraint', None) is None and \
                 isinstance(g, tf.Tensor)
             fused = self._fused(p, g, self._slots[p], step) if fusable else None
             if fused is None:
                 fused = self._assign_all(self._apply(p, g, self._slots[p], step), p)
-            ops.extend(fused if isinstance(fused, list) else [fused])
-        with tf.control_dependencies(ops):
+            updates.extend(fused if isinstance(fused, list) else [fused])
+        with tf.control_dependencies(ops.graph_elements(updates)):
             final = self._assign_all(self._final_updates(step))
-        with tf.control_dependencies(ops + final):
-            # Every read of `iterations` above happens before this increment.
-            increment = K.update_add(self.iterations, 1)
-        return ops + final + [increment]
+        return updates + final + [ops.count_after(self.iterations, updates + final)]
+
+    def _create_state(self, params):
+        """Create the slots of `params` once and list all state in `weights`.
+
+        Called again with the same parameters (a recompile), it reuses the slots: the graph does
+        not grow and the state is kept; use `reset()` to start afresh.
+        """
+        params = self._create_slots(params)
+        self._list_state(params)
 
     def prepare_step(self, grads, params):
         self._create_state(params)
@@ -526,7 +565,7 @@ class Optimizer(OptimizerBase):
         return clip_gradients(grads, getattr(self, 'clipnorm', None),
                               getattr(self, 'clipvalue', None))
 
-    # ---- weights and config ----------------------------------------------------------------
+    # ---- config ----------------------------------------------------------------------------
 
     def get_config(self):
         config = {'lr': serialize_schedule(self._schedule) if self._schedule is not None
@@ -546,10 +585,4 @@ class Optimizer(OptimizerBase):
         return cls(**config)
 
 
-def serialize_schedule(schedule):
-    return {'class_name': type(schedule).__name__, 'config': schedule.get_config()}
-
-
-def deserialize_schedule(config):
-    from keras.utils.generic_utils import deserialize_keras_object
-    return deserialize_keras_object(config, printable_module_name='learning rate schedule')
+_MISSING = object()

@@ -73,44 +73,8 @@ _LAYOUTS_23 = dict(_LAYOUTS_22, **{
     'Nadam': (['iterations', 'm_schedule'], ['m', 'v']),
 })
 KERAS_LAYOUTS = _LAYOUTS_23 if KERAS_23 else _LAYOUTS_22
-
-
-def keras_weight_names(class_name, count, params):
-    """Names of the `count` arrays a Keras built-in `class_name` lists in `weights`, slots named
-    after `params` as ours are ('m/dense_1/kernel'); by position if the layout is unknown.
-    Arrays saved by the other Keras version are recognised by their count (it always differs)."""
-    if params is not None and class_name in KERAS_LAYOUTS:
-        for layouts in (KERAS_LAYOUTS, _LAYOUTS_22, _LAYOUTS_23):
-            counters, groups = layouts[class_name]
-            if count == len(counters) + len(groups) * len(params):
-                return counters + ['%s/%s' % (group, p.op.name) for group in groups for p in params]
-    return ['state_%d' % i for i in range(count)]
-
-
-def keras_get_updates(optimizer, grads, params, slots=None):
-    """`(updates, slots)`: Keras built-in `optimizer`'s own `get_updates` on the given `grads`.
-
-    Keras's built-ins create their slot variables inside `get_updates` (`K.zeros`), so each call
-    makes new ones. Passed the `slots` of a first call, a later call gets those back in the same
-    order: its update ops can be built where they are needed (inside a tf.cond, where variables
-    must not be created) on the same state."""
-    created = []
-    original_zeros = K.zeros
-
-    def zeros(*args, **kwargs):
-        created.append(original_zeros(*args, **kwargs) if slots is None else slots[len(created)])
-        return created[-1]
-    optimizer.get_gradients = lambda loss, params: grads  # this instance, this call only
-    K.zeros = zeros
-    try:
-        updates = optimizer.get_updates(loss=None, params=params)
-    finally:
-        K.zeros = original_zeros
-        del optimizer.get_gradients
-    if slots is not None and len(created) != len(slots):
-        raise RuntimeError('%s created %d slots on a second get_updates, %d on the first'
-                           % (type(optimizer).__name__, len(created), len(slots)))
-    return updates, created
+# This version's first: a checkpoint of the other one is recognised by its count of arrays.
+ALL_KERAS_LAYOUTS = (KERAS_LAYOUTS, _LAYOUTS_22, _LAYOUTS_23)
 
 
 def deserialize_optimizer(config, custom_objects=None):
@@ -132,21 +96,6 @@ def make_train_function(model):
 def trainable_params(model):
     """The parameters the optimizer updates, in Keras's order."""
     return model._collected_trainable_weights
-
-
-def keras_state(optimizer, params):
-    """`(names, variables)` of all the state of a Keras built-in optimizer after `get_updates`:
-    its `weights` plus the counters Keras leaves out (`iterations`, Nadam's `m_schedule`), so a
-    wrapper that lists them saves and resumes it exactly."""
-    weights = list(optimizer.weights)
-    names = keras_weight_names(type(optimizer).__name__, len(weights), params)
-    counters = [('iterations', optimizer.iterations)]
-    if getattr(optimizer, 'm_schedule', None) is not None:
-        counters.append(('m_schedule', optimizer.m_schedule))
-    counter_variables = [variable for _, variable in counters]
-    rest = [(name, w) for name, w in zip(names, weights)
-            if not any(w is variable for variable in counter_variables)]
-    return [name for name, _ in counters + rest], [w for _, w in counters + rest]
 
 
 def check_compiled_with(model, optimizer, fix):

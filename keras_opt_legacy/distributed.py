@@ -26,13 +26,11 @@ except ImportError as error:  # the extra is not installed
         'repository run `make horovod`; elsewhere: HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 '
         "pip install --no-build-isolation 'keras_opt_legacy[horovod]'" % error)
 
-from . import compat
-from .base import PreparedStep, checked_number, register, resolve_gradients
+from . import builtin, checks, compat, ops
+from .base import PreparedStep, register, resolve_gradients
 from .callbacks import Checkpoint
 from .runge_kutta import InjectOptimizer
-from .state import state_of
-from .wrappers import (GradientAccumulation, Wrapper, inner_state, inner_step,
-                       positive_integer)
+from .wrappers import GradientAccumulation, Wrapper
 
 init, rank, size = hvd.init, hvd.rank, hvd.size
 
@@ -59,11 +57,10 @@ class DistributedOptimizer(Wrapper):
     wraps_inject = True
 
     def __init__(self, optimizer, backward_passes_per_step=1, average=True, weights=None):
-        backward_passes_per_step = positive_integer('backward_passes_per_step',
-                                                    backward_passes_per_step)
-        if not isinstance(average, bool):
-            raise TypeError('average must be True or False, got %r' % (average,))
-        weights = None if weights is None else checked_number('weights', weights)
+        backward_passes_per_step = checks.positive_integer('backward_passes_per_step',
+                                                           backward_passes_per_step)
+        average = checks.flag('average', average)
+        weights = None if weights is None else checks.checked_number('weights', weights)
         super(DistributedOptimizer, self).__init__(optimizer)
         self.backward_passes_per_step, self.average = backward_passes_per_step, average
         self.worker_weight = None
@@ -79,7 +76,6 @@ class DistributedOptimizer(Wrapper):
                                  'of %s (a multi-stage optimizer, or an accumulation already)'
                                  % type(self.optimizer).__name__)
             self._accumulation = GradientAccumulation(self.optimizer, backward_passes_per_step)
-        self._injecting = False
 
     @property
     def needs_inject(self):
@@ -102,22 +98,23 @@ class DistributedOptimizer(Wrapper):
         if self._accumulation is not None:
             inner = self._accumulation
             step = inner.prepare_step(grads, params, reduce=self.reduce)
+            self._list_state(params, inner=builtin.state(inner, params))
         else:
             inner = self.optimizer
-            step = inner_step(inner, lambda: self.reduce(resolve_gradients(grads)), params)
-        self._list_state([('iterations', self.iterations)], params,
-                         inner=inner_state(inner, params))
+            step = self._prepare_inner(lambda: self.reduce(resolve_gradients(grads)), params)
 
         def build():
-            ops = step()
-            with tf.control_dependencies(ops):
-                return ops + [K.update_add(self.iterations, 1)]
+            inner_ops = step()
+            return inner_ops + [ops.count_after(self.iterations, inner_ops)]
         return PreparedStep(build, applies=step.applies)
 
+    @property
+    def inject_reason(self):
+        return 'wraps %s, which %s' % (type(self.optimizer).__name__,
+                                       self.optimizer.inject_reason)
+
     def get_updates(self, loss, params):
-        if self.needs_inject and not self._injecting:
-            raise RuntimeError('%s needs opt.inject(model) after model.compile (again after every '
-                               'recompile) before training' % type(self.optimizer).__name__)
+        self._check_injecting()
         if not isinstance(self.optimizer, InjectOptimizer):
             return super(DistributedOptimizer, self).get_updates(loss, params)
         # Its stages build their gradients with `get_gradients`: reduce them there (this
@@ -129,18 +126,14 @@ class DistributedOptimizer(Wrapper):
             self.updates = inner.get_updates(loss, params)
         finally:
             del inner.get_gradients
-        self._list_state([('iterations', self.iterations)], params,
-                         inner=inner_state(inner, params))
+        self._list_state(params, inner=builtin.state(inner, params))
         return self.updates
 
     def inject(self, model):
         """Inject the inner optimizer (one that needs it) for `model`, compiled with this one."""
         compat.check_compiled_with(model, self, 'call opt.inject(model)')
-        self._injecting = True
-        try:
+        with self.injecting():
             self.optimizer.inject(model)
-        finally:
-            self._injecting = False
 
     def get_config(self):
         config = super(DistributedOptimizer, self).get_config()
@@ -159,39 +152,29 @@ class PeriodicAveraging(Wrapper):
 
     `iterations` counts applied updates (under gradient accumulation, real updates)."""
 
+    config_keys = ('sync_every',)
+
     def __init__(self, optimizer, sync_every):
-        sync_every = positive_integer('sync_every', sync_every)
+        sync_every = checks.positive_integer('sync_every', sync_every)
         super(PeriodicAveraging, self).__init__(optimizer)
         self.sync_every = sync_every
 
     def prepare_step(self, grads, params):
         params = self._create_slots(params)
         inner = self._prepare_inner(grads, params)
-        shared = params + [v for v in inner_state(self.optimizer, params)[1]
+        shared = params + [v for v in builtin.state(self.optimizer, params)[1]
                            if v.dtype.base_dtype.is_floating]
-        applies = inner.applies if inner.applies is not None else tf.constant(True)
+
+        def sync():
+            means = [hvd.allreduce(tf.convert_to_tensor(v), op=hvd.Average) for v in shared]
+            return ops.assign_all(list(zip(shared, means)))
 
         def build():
             inner_ops = inner()
-            count = self.iterations + K.cast(applies, 'int64')
-            sync_now = tf.logical_and(applies, K.equal(count % self.sync_every, 0))
-
-            def sync():
-                means = [hvd.allreduce(tf.convert_to_tensor(v), op=hvd.Average) for v in shared]
-                with tf.control_dependencies(means):
-                    return tf.group(*[K.update(v, m) for v, m in zip(shared, means)])
-
-            with tf.control_dependencies(inner_ops):
-                synced = tf.cond(sync_now, sync, tf.no_op)
-            with tf.control_dependencies([synced]):  # after every read of `iterations`
-                increment = K.update(self.iterations, count)
-            return inner_ops + [synced, increment]
+            return inner_ops + ops.every_kth_update(self.iterations, self.sync_every,
+                                                    inner.applies, sync, after=inner_ops)
         return PreparedStep(build, applies=inner.applies)
 
-    def get_config(self):
-        config = super(PeriodicAveraging, self).get_config()
-        config.update(sync_every=self.sync_every)
-        return config
 
 
 # ---- state: broadcast, checkpoints, resume --------------------------------------------------
@@ -201,7 +184,8 @@ def broadcast_state(model, root_rank=0):
     worker. The optimizer's slots exist only once the train function is built: it is built
     here if needed (an optimizer that needs `inject` must be injected first)."""
     compat.make_train_function(model)
-    variables = model.weights + state_of(model.optimizer, compat.trainable_params(model))[1]
+    variables = model.weights + builtin.state(model.optimizer,
+                                              compat.trainable_params(model))[1]
     unique = list({id(v): v for v in variables}.values())
     K.get_session().run(hvd.broadcast_variables(unique, root_rank))
 

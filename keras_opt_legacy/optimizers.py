@@ -7,26 +7,16 @@ Adamax, Adadelta and Ftrl run TensorFlow's fused training kernels (RMSprop and m
 part), whose arithmetic and state are the formula's (equal to float rounding), unless a
 constraint or a sparse gradient needs the plain graph; `fused=False` always builds the plain
 Keras-formula graph. Elsewhere the parameter update is applied in place (`minus`/`plus`).
+`AdamBase` (betas, epsilon, bias corrections) is the base of the Adam family, public for
+rules built on it.
 """
 import tensorflow as tf
 from keras import backend as K
 
-from .base import (NON_POSITIVE, UNIT_INTERVAL, Optimizer, Step, descend, minus, plus,
-                   register)
+from .base import Optimizer, Step, register
+from .checks import NON_POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
-
-
-def _average_in_place(variable, decay, x):
-    """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula:
-    `variable <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact),
-    with no temporary the size of `variable` for the sum."""
-    return descend(variable, -(1. - decay), x, after=[K.update(variable, decay * variable)])
-
-
-def _read(variable, after):
-    """The value of `variable` once the ops `after` have run."""
-    with tf.control_dependencies(after):
-        return variable.read_value()
+from .ops import average_in_place, descend, minus, plus, read_after
 
 
 @register
@@ -37,7 +27,7 @@ class SGD(Optimizer):
     The 'moment' slot exists only when momentum > 0 at construction (with 0 it never matters).
     """
 
-    def __init__(self, lr=0.01, momentum=0., decay=0., nesterov=False, **kwargs):
+    def __init__(self, lr=DefaultRate(0.01), momentum=0., decay=0., nesterov=False, **kwargs):
         super(SGD, self).__init__(lr=lr, decay=decay, **kwargs)
         self.momentum = self._hyper('momentum', momentum, variable=True)
         self.nesterov = self._flag('nesterov', nesterov)
@@ -48,7 +38,7 @@ class SGD(Optimizer):
             return descend(p, step.lr, g)
         m = slots['moment']
         # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same two roundings.
-        v = _read(m, [descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
+        v = read_after(m, [descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
         if not self.nesterov:
             return [K.update_add(p, v)]
         # (p + momentum*v) - lr*g, as the formula rounds it.
@@ -69,7 +59,7 @@ class RMSprop(Optimizer):
 
     slot_names = ('accumulator',)
 
-    def __init__(self, lr=0.001, rho=0.9, epsilon=None, decay=0., **kwargs):
+    def __init__(self, lr=DefaultRate(0.001), rho=0.9, epsilon=None, decay=0., **kwargs):
         super(RMSprop, self).__init__(lr=lr, decay=decay, **kwargs)
         self.rho = self._hyper('rho', rho, UNIT_INTERVAL, variable=True)
         self.epsilon = self._epsilon(epsilon)
@@ -79,7 +69,7 @@ class RMSprop(Optimizer):
         apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)
         if apply_adagrad_v2 is not None:
             a = slots['accumulator']
-            with tf.control_dependencies([_average_in_place(a, self.rho, K.square(g))]):
+            with tf.control_dependencies([average_in_place(a, self.rho, K.square(g))]):
                 return apply_adagrad_v2(p, a, step.lr, self.epsilon, g, update_slots=False)
 
     def _apply(self, p, g, slots, step):
@@ -94,7 +84,7 @@ class Adagrad(Optimizer):
 
     slot_names = ('accumulator',)
 
-    def __init__(self, lr=0.01, epsilon=None, decay=0., **kwargs):
+    def __init__(self, lr=DefaultRate(0.01), epsilon=None, decay=0., **kwargs):
         super(Adagrad, self).__init__(lr=lr, decay=decay, **kwargs)
         self.epsilon = self._epsilon(epsilon)
 
@@ -116,7 +106,7 @@ class Adadelta(Optimizer):
 
     slot_names = ('accumulator', 'delta_accumulator')
 
-    def __init__(self, lr=1.0, rho=0.95, epsilon=None, decay=0., **kwargs):
+    def __init__(self, lr=DefaultRate(1.0), rho=0.95, epsilon=None, decay=0., **kwargs):
         super(Adadelta, self).__init__(lr=lr, decay=decay, **kwargs)
         self.rho = self._hyper('rho', rho, UNIT_INTERVAL)
         self.epsilon = self._epsilon(epsilon)
@@ -133,31 +123,33 @@ class Adadelta(Optimizer):
         return [(a, new_a), (p, minus(step.lr * update)), (d, new_d)]
 
 
-class _AdamFamily(Optimizer):
-    """beta_1/beta_2 and epsilon, as Keras holds them (betas in variables)."""
+class AdamBase(Optimizer):
+    """Base of the Adam family: `beta_1`/`beta_2` (in variables, as Keras holds them), `epsilon`,
+    and Adam's bias corrections as step values: `step.beta_1_power` = beta_1^t,
+    `step.beta_2_power` = beta_2^t and `step.lr_t` = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)."""
 
-    def __init__(self, lr, beta_1, beta_2, epsilon, decay, **kwargs):
-        super(_AdamFamily, self).__init__(lr=lr, decay=decay, **kwargs)
+    def __init__(self, lr, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0., **kwargs):
+        super(AdamBase, self).__init__(lr=lr, decay=decay, **kwargs)
         self.beta_1 = self._hyper('beta_1', beta_1, UNIT_INTERVAL, variable=True)
         self.beta_2 = self._hyper('beta_2', beta_2, UNIT_INTERVAL, variable=True)
         self.epsilon = self._epsilon(epsilon)
 
+    def _step_values(self, lr, t):
+        beta_1_power, beta_2_power = K.pow(self.beta_1, t), K.pow(self.beta_2, t)
+        return Step(lr=lr, t=t, beta_1_power=beta_1_power, beta_2_power=beta_2_power,
+                    lr_t=lr * (K.sqrt(1. - beta_2_power) / (1. - beta_1_power)))
+
 
 @register
-class Adam(_AdamFamily):
+class Adam(AdamBase):
     """Adam (optionally AMSGrad): m, v EMAs; p <- p - lr_t*m/(sqrt(v)+eps),
     lr_t = lr*sqrt(1-beta_2^t)/(1-beta_1^t). Without amsgrad there is no 'vhat' slot."""
 
-    def __init__(self, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
+    def __init__(self, lr=DefaultRate(0.001), beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
                  amsgrad=False, **kwargs):
         super(Adam, self).__init__(lr, beta_1, beta_2, epsilon, decay, **kwargs)
         self.amsgrad = self._flag('amsgrad', amsgrad)
         self.slot_names = ('m', 'v', 'vhat') if amsgrad else ('m', 'v')
-
-    def _step_values(self, lr, t):
-        beta_1_power, beta_2_power = K.pow(self.beta_1, t), K.pow(self.beta_2, t)
-        return Step(lr=lr, beta_1_power=beta_1_power, beta_2_power=beta_2_power,
-                    lr_t=lr * (K.sqrt(1. - beta_2_power) / (1. - beta_1_power)))
 
     def _fused(self, p, g, slots, step):
         if not self.amsgrad:
@@ -177,12 +169,13 @@ class Adam(_AdamFamily):
 
 
 @register
-class Adamax(_AdamFamily):
+class Adamax(AdamBase):
     """Adamax: m EMA, u <- max(beta_2*u, |g|); p <- p - lr/(1-beta_1^t) * m/(u+eps)."""
 
     slot_names = ('m', 'u')
 
-    def __init__(self, lr=0.002, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0., **kwargs):
+    def __init__(self, lr=DefaultRate(0.002), beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
+                 **kwargs):
         super(Adamax, self).__init__(lr, beta_1, beta_2, epsilon, decay, **kwargs)
 
     def _step_values(self, lr, t):
@@ -202,7 +195,7 @@ class Adamax(_AdamFamily):
 
 
 @register
-class Nadam(_AdamFamily):
+class Nadam(AdamBase):
     """Nesterov Adam with Keras 2.2.4's momentum warm-up schedule.
 
     Unlike Keras 2.2.4, the running product `m_schedule` is part of `weights` (right after
@@ -211,8 +204,8 @@ class Nadam(_AdamFamily):
 
     slot_names = ('m', 'v')
 
-    def __init__(self, lr=0.002, beta_1=0.9, beta_2=0.999, epsilon=None, schedule_decay=0.004,
-                 decay=0., **kwargs):
+    def __init__(self, lr=DefaultRate(0.002), beta_1=0.9, beta_2=0.999, epsilon=None,
+                 schedule_decay=0.004, decay=0., **kwargs):
         super(Nadam, self).__init__(lr, beta_1, beta_2, epsilon, decay, **kwargs)
         self.schedule_decay = self._hyper('schedule_decay', schedule_decay)
         self.m_schedule = self._add_scalar('m_schedule', 1.)
@@ -229,8 +222,8 @@ class Nadam(_AdamFamily):
 
     def _fused(self, p, g, slots, step):
         # No kernel for Nadam: the moving averages in place, then the formula's step.
-        m_t = _read(slots['m'], [_average_in_place(slots['m'], self.beta_1, g)])
-        v_t = _read(slots['v'], [_average_in_place(slots['v'], self.beta_2, K.square(g))])
+        m_t = read_after(slots['m'], [average_in_place(slots['m'], self.beta_1, g)])
+        v_t = read_after(slots['v'], [average_in_place(slots['v'], self.beta_2, K.square(g))])
         return [K.update_sub(p, self._step(g, m_t, v_t, step))]
 
     def _apply(self, p, g, slots, step):
@@ -261,7 +254,8 @@ class Ftrl(Optimizer):
 
     slot_names = ('accumulator', 'linear')
 
-    def __init__(self, lr=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+    def __init__(self, lr=DefaultRate(0.001), learning_rate_power=-0.5,
+                 initial_accumulator_value=0.1,
                  l1_regularization_strength=0., l2_regularization_strength=0.,
                  l2_shrinkage_regularization_strength=0., decay=0., **kwargs):
         super(Ftrl, self).__init__(lr=lr, decay=decay, **kwargs)

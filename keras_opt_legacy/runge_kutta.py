@@ -13,18 +13,13 @@ Training without `inject` raises an error: nothing is trained by a wrong train f
 same reason `keras.models.load_model` stops while it restores such an optimizer's state;
 `keras_opt_legacy.load_model` loads, injects (`needs_inject`) and restores.
 """
-import numbers
-
 import numpy as np
 import tensorflow as tf
 from keras import backend as K
 
-from . import compat
-from .base import Optimizer, after_all, checked_number, descend, register
-from .wrappers import select
-
-POSITIVE = (lambda v: v > 0, '> 0')
-ANY = (lambda v: True, 'finite')
+from . import checks, compat, ops
+from .base import Optimizer, label, register
+from .checks import ANY, POSITIVE, POSITIVE_UNIT_INTERVAL, DefaultRate, checked_number
 
 
 class InjectOptimizer(Optimizer):
@@ -39,7 +34,9 @@ class InjectOptimizer(Optimizer):
     Keras does. Layers drawing noise (Dropout) draw it anew in each stage.
     """
 
-    needs_inject = True  # for keras_opt_legacy.load_model
+    needs_inject = True
+    inject_reason = 'evaluates the gradient at several points per batch and needs its own ' \
+        'train function'
     _start_outputs = None  # while `inject` builds the stages: the first stage's loss and metrics
 
     def stages(self, grads, params):
@@ -47,25 +44,20 @@ class InjectOptimizer(Optimizer):
         raise NotImplementedError
 
     def get_updates(self, loss, params):
-        if self._start_outputs is None:
-            raise RuntimeError(
-                '%s evaluates the gradient at several points per batch and needs its own train '
-                'function: call opt.inject(model) after model.compile, and again after every '
-                'recompile (compiling drops it), before training. To load a saved model, use '
-                'keras_opt_legacy.load_model(path), which injects.' % type(self).__qualname__)
-        grads = after_all(self.get_gradients(loss, params), also=[loss])
+        self._check_injecting()
+        grads = ops.after_all(self.get_gradients(loss, params), also=[loss])
         self._create_state(params)
         stages = self.stages(grads, params)
         with tf.control_dependencies(self._start_outputs):  # metrics too see the start point
             self._stage_updates = [stages[0]()]
         self._stage_updates += [build() for build in stages[1:]]
-        self.updates = [op for ops in self._stage_updates for op in ops]
+        self.updates = [op for stage in self._stage_updates for op in stage]
         return self.updates
 
     def prepare_step(self, grads, params):
         raise TypeError('%s evaluates the gradient at several points per batch: it trains only '
                         'through opt.inject(model), not through apply_gradients or inside a '
-                        'wrapper (GradientAccumulation, Lookahead)' % type(self).__qualname__)
+                        'wrapper (GradientAccumulation, Lookahead)' % label(type(self)))
 
     def inject(self, model):
         """Replace `model.train_function` by one graph function per stage, run on each batch.
@@ -75,7 +67,8 @@ class InjectOptimizer(Optimizer):
         inputs, outputs, state_updates, metric_updates, kwargs = compat.train_function_parts(model)
         self._start_outputs = outputs
         try:
-            compat.training_updates(model)  # calls get_updates, which builds the stages
+            with self.injecting():
+                compat.training_updates(model)  # calls get_updates, which builds the stages
         finally:
             self._start_outputs = None
         first, rest = self._stage_updates[0], self._stage_updates[1:]
@@ -83,8 +76,8 @@ class InjectOptimizer(Optimizer):
                                 name='train_function', **kwargs)]
         # Extra fetches and run options belong to the one run Keras would make; feeds to all.
         feeds = {key: value for key, value in kwargs.items() if key == 'feed_dict'}
-        functions += [compat.updates_function(inputs, ops, 'train_stage_%d' % stage, **feeds)
-                      for stage, ops in enumerate(rest, start=2)]
+        functions += [compat.updates_function(inputs, updates, 'train_stage_%d' % stage, **feeds)
+                      for stage, updates in enumerate(rest, start=2)]
 
         def train_function(ins):
             outs = functions[0](ins)
@@ -141,26 +134,14 @@ def _move(p, start, h, weights, gs, after):
     of `start` (unless it is `p`), then one `p -= (h * w_j) * g_j` per nonzero weight. That is
     TF's fused ApplyGradientDescent kernel, one pass over memory (`p - c * g` and an assign take
     three); the terms are subtracted in a fixed order."""
-    ops = list(after)
+    moves = list(after)
     if start is not p:
-        with tf.control_dependencies(ops):
-            ops.append(K.update(p, start))
+        with tf.control_dependencies(moves):
+            moves.append(K.update(p, start))
     for w, g in zip(weights, gs):
         if w != 0:
-            ops.append(descend(p, h * w, g, after=ops))
-    return ops
-
-
-def _assign_in_order(*groups):
-    """Assign `groups` of (variable, value) one after the other, once every value is computed: a
-    later group may overwrite a variable an earlier one reads (a ref variable's read aliases its
-    buffer, see base.after_all)."""
-    values = [value for group in groups for _, value in group]
-    ops = []
-    for group in groups:
-        with tf.control_dependencies(values + ops):
-            ops = ops + [K.update(variable, value) for variable, value in group]
-    return ops
+            moves.append(ops.descend(p, h * w, g, after=moves))
+    return moves
 
 
 @register
@@ -184,7 +165,7 @@ class RungeKutta(InjectOptimizer):
 
     a = b = None  # the tableau of a named method
 
-    def __init__(self, lr=0.01, decay=0., a=None, b=None, **kwargs):
+    def __init__(self, lr=DefaultRate(0.01), decay=0., a=None, b=None, **kwargs):
         super(RungeKutta, self).__init__(lr=lr, decay=decay, **kwargs)
         self.a, self.b = check_tableau(*self._tableau_arguments(a=a, b=b))
         s = len(self.b)
@@ -202,12 +183,12 @@ class RungeKutta(InjectOptimizer):
             if any(value is not None for value in given.values()):
                 raise TypeError('%s has its own tableau: %s cannot be passed (use RungeKutta or '
                                 'AdaptiveRungeKutta for another one)'
-                                % (type(self).__qualname__, ', '.join(given)))
+                                % (label(type(self)), ', '.join(given)))
             return [getattr(type(self), name) for name in given]
         missing = [name for name, value in given.items() if value is None]
         if missing:
             raise TypeError('%s needs a Butcher tableau: pass %s'
-                            % (type(self).__qualname__, ', '.join(missing)))
+                            % (label(type(self)), ', '.join(missing)))
         self._config.update((name, name) for name in given)
         return list(given.values())
 
@@ -232,34 +213,33 @@ class RungeKutta(InjectOptimizer):
         """The ops of the last stage: p_{n+1}, constrained."""
         last = len(self.b) - 1
         from_here = [b - a for b, a in zip(self.b, self.a[last])]
-        ops = []
+        moves = []
         for p, g in zip(params, grads):
             _, gs = self._stage_inputs(p, g, last)
             moved = _move(p, p, h, from_here, gs, after=[])
             if getattr(p, 'constraint', None) is not None:
                 with tf.control_dependencies(moved):
                     moved.append(K.update(p, p.constraint(p.read_value())))
-            ops += moved
-        return ops
+            moves += moved
+        return moves
 
     def stages(self, grads, params):
         h = self._step_size()
         last = len(self.b) - 1
 
         def intermediate(i):  # save p_n and g_{i+1}, move p to the point of stage i + 1
-            ops = []
+            moves = []
             for p, g in zip(params, grads):
                 start, gs = self._stage_inputs(p, g, i)
                 saved = [K.update(self._slots[p]['g%d' % (i + 1)], gs[-1])]
                 if i == 0 and self._keeps_start:
                     saved.append(K.update(self._slots[p]['start'], p))
-                ops += _move(p, start, h, self.a[i + 1], gs, after=saved)
-            return ops
+                moves += _move(p, start, h, self.a[i + 1], gs, after=saved)
+            return moves
 
         def final():
-            ops = self._last_stage(h, params, grads)
-            with tf.control_dependencies(ops):  # after every read of `iterations` (h)
-                return ops + [K.update_add(self.iterations, 1)]
+            moves = self._last_stage(h, params, grads)  # then count: after every read of h
+            return moves + [ops.count_after(self.iterations, moves)]
 
         def stage(i):
             def build():
@@ -294,31 +274,28 @@ class AdaptiveRungeKutta(RungeKutta):
     b_embedded = error_order = None  # of a named method
     _keeps_start = True  # a rejected step goes back to p_n
 
-    def __init__(self, lr=0.01, a=None, b=None, b_embedded=None, error_order=None, rtol=1e-3,
+    def __init__(self, lr=DefaultRate(0.01), a=None, b=None, b_embedded=None, error_order=None,
+                 rtol=1e-3,
                  atol=1e-6, min_step=1e-6, max_step=1., safety=0.9, min_factor=0.2,
                  max_factor=10., decay=0., **kwargs):
         super(AdaptiveRungeKutta, self).__init__(lr=lr, decay=decay, a=a, b=b, **kwargs)
         b_embedded, error_order = self._tableau_arguments(b_embedded=b_embedded,
                                                           error_order=error_order)
         self.b_embedded = _weights('b_embedded', b_embedded, len(self.b))
-        if isinstance(error_order, bool) or not isinstance(error_order, numbers.Integral) \
-                or error_order < 1:
-            raise ValueError('error_order must be a positive integer (the order of the embedded '
-                             'method), got %r' % (error_order,))
-        self.error_order = int(error_order)
+        self.error_order = checks.positive_integer('error_order (the order of the embedded '
+                                                   'method)', error_order)
         if self._schedule is not None or self.initial_decay > 0:
             raise ValueError('lr of %s is its initial step size, which the controller then '
                              'adapts: it must be a number, without decay'
-                             % type(self).__qualname__)
+                             % label(type(self)))
         self.rtol = self._hyper('rtol', rtol)
         self.atol = self._hyper('atol', atol, POSITIVE)
         self.min_step = self._hyper('min_step', min_step, POSITIVE)
-        self.max_step = self._hyper('max_step', max_step, (
-            lambda v: v >= self.min_step, '>= min_step (%r)' % self.min_step))
-        self.safety = self._hyper('safety', safety, (lambda v: 0 < v <= 1, 'in (0, 1]'))
-        self.min_factor = self._hyper('min_factor', min_factor, (lambda v: 0 < v <= 1,
-                                                                 'in (0, 1]'))
-        self.max_factor = self._hyper('max_factor', max_factor, (lambda v: v >= 1, '>= 1'))
+        self.max_step = self._hyper('max_step', max_step,
+                                    checks.at_least(self.min_step, 'min_step'))
+        self.safety = self._hyper('safety', safety, POSITIVE_UNIT_INTERVAL)
+        self.min_factor = self._hyper('min_factor', min_factor, POSITIVE_UNIT_INTERVAL)
+        self.max_factor = self._hyper('max_factor', max_factor, checks.AT_LEAST_ONE)
         initial = K.get_value(self._lr)  # float32, as the controller compares it
         if not np.float32(self.min_step) <= initial <= np.float32(self.max_step):
             raise ValueError('lr (the initial step size) must be in [min_step, max_step] = '
@@ -346,9 +323,9 @@ class AdaptiveRungeKutta(RungeKutta):
                         self.min_factor, self.max_factor)
         factor = tf.where(finite, factor, tf.constant(self.min_factor, factor.dtype))
         new_h = K.clip(h * factor, self.min_step, self.max_step)
-        moved = [(p, select(accepted, new, start)) for p, start, new in moves]
+        moved = [(p, ops.select(accepted, new, start)) for p, start, new in moves]
         moved = [(p, p.constraint(x) if getattr(p, 'constraint', None) else x) for p, x in moved]
-        return _assign_in_order(moved, [(self.step_size, new_h)])
+        return ops.assign_all(moved + [(self.step_size, new_h)])
 
 
 # ---- the named methods -----------------------------------------------------------------------

@@ -8,28 +8,28 @@ Python per batch, and is saved and restored with the model (config + `iterations
 """
 import math
 
-import numpy as np
 import tensorflow as tf
 
-from .base import NON_NEGATIVE, checked_number, deserialize_schedule, is_schedule, register, \
-    serialize_schedule
-
-POSITIVE = (lambda v: v > 0, '> 0')
+from . import checks
+from .base import deserialize_schedule, is_schedule, label, register, serialize_schedule
+from .checks import CLOSED_UNIT_INTERVAL, NON_NEGATIVE, POSITIVE, checked_number
 
 
 class LearningRateSchedule(object):
     """Base class: `schedule(step) -> scalar float32 tensor`, with `get_config`/`from_config`."""
 
     def __call__(self, step):
-        with tf.name_scope(self.name or type(self).__qualname__):
+        with tf.name_scope(self.name or label(type(self))):
             return self.rate(tf.cast(step, tf.float32))
 
     def rate(self, step):
         """The rate at `step` (a float32 tensor)."""
         raise NotImplementedError
 
+    config_keys = ()  # constructor arguments, each kept in the attribute of its name
+
     def get_config(self):
-        raise NotImplementedError
+        return {key: getattr(self, key) for key in self.config_keys}
 
     @classmethod
     def from_config(cls, config):
@@ -45,17 +45,14 @@ class _DecayOverSteps(LearningRateSchedule):
         self.initial_learning_rate = checked_number('initial_learning_rate', initial_learning_rate)
         self.decay_steps = checked_number('decay_steps', decay_steps, POSITIVE)
         self.decay_rate = checked_number('decay_rate', decay_rate)
-        self.staircase = bool(staircase)
+        self.staircase = checks.flag('staircase', staircase)
         self.name = name
 
     def periods(self, step):
         p = step / self.decay_steps
         return tf.floor(p) if self.staircase else p
 
-    def get_config(self):
-        return {'initial_learning_rate': self.initial_learning_rate,
-                'decay_steps': self.decay_steps, 'decay_rate': self.decay_rate,
-                'staircase': self.staircase, 'name': self.name}
+    config_keys = ('initial_learning_rate', 'decay_steps', 'decay_rate', 'staircase', 'name')
 
 
 @register
@@ -90,8 +87,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         index = tf.add_n(passed) if passed else tf.constant(0)
         return tf.gather(tf.constant(self.values, tf.float32), index)
 
-    def get_config(self):
-        return {'boundaries': self.boundaries, 'values': self.values, 'name': self.name}
+    config_keys = ('boundaries', 'values', 'name')
 
 
 @register
@@ -105,7 +101,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.decay_steps = checked_number('decay_steps', decay_steps, POSITIVE)
         self.end_learning_rate = checked_number('end_learning_rate', end_learning_rate)
         self.power = checked_number('power', power)
-        self.cycle = bool(cycle)
+        self.cycle = checks.flag('cycle', cycle)
         self.name = name
 
     def rate(self, step):
@@ -119,10 +115,8 @@ class PolynomialDecay(LearningRateSchedule):
         return ((self.initial_learning_rate - self.end_learning_rate) * tf.pow(1 - p, self.power)
                 + self.end_learning_rate)
 
-    def get_config(self):
-        return {'initial_learning_rate': self.initial_learning_rate,
-                'decay_steps': self.decay_steps, 'end_learning_rate': self.end_learning_rate,
-                'power': self.power, 'cycle': self.cycle, 'name': self.name}
+    config_keys = ('initial_learning_rate', 'decay_steps', 'end_learning_rate', 'power', 'cycle',
+                   'name')
 
 
 @register
@@ -144,16 +138,14 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name=None):
         self.initial_learning_rate = checked_number('initial_learning_rate', initial_learning_rate)
         self.decay_steps = checked_number('decay_steps', decay_steps, POSITIVE)
-        self.alpha = checked_number('alpha', alpha, (lambda v: 0 <= v <= 1, 'in [0, 1]'))
+        self.alpha = checked_number('alpha', alpha, CLOSED_UNIT_INTERVAL)
         self.name = name
 
     def rate(self, step):
         fraction = tf.minimum(step, self.decay_steps) / self.decay_steps
         return self.initial_learning_rate * ((1 - self.alpha) * _cosine(fraction) + self.alpha)
 
-    def get_config(self):
-        return {'initial_learning_rate': self.initial_learning_rate,
-                'decay_steps': self.decay_steps, 'alpha': self.alpha, 'name': self.name}
+    config_keys = ('initial_learning_rate', 'decay_steps', 'alpha', 'name')
 
 
 @register
@@ -167,7 +159,7 @@ class CosineDecayRestarts(LearningRateSchedule):
         self.first_decay_steps = checked_number('first_decay_steps', first_decay_steps, POSITIVE)
         self.t_mul = checked_number('t_mul', t_mul, POSITIVE)
         self.m_mul = checked_number('m_mul', m_mul)
-        self.alpha = checked_number('alpha', alpha, (lambda v: 0 <= v <= 1, 'in [0, 1]'))
+        self.alpha = checked_number('alpha', alpha, CLOSED_UNIT_INTERVAL)
         self.name = name
 
     def rate(self, step):
@@ -182,10 +174,7 @@ class CosineDecayRestarts(LearningRateSchedule):
         cosine = tf.pow(self.m_mul, restart) * _cosine(fraction)
         return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
 
-    def get_config(self):
-        return {'initial_learning_rate': self.initial_learning_rate,
-                'first_decay_steps': self.first_decay_steps, 't_mul': self.t_mul,
-                'm_mul': self.m_mul, 'alpha': self.alpha, 'name': self.name}
+    config_keys = ('initial_learning_rate', 'first_decay_steps', 't_mul', 'm_mul', 'alpha', 'name')
 
 
 @register
@@ -201,11 +190,8 @@ class Warmup(LearningRateSchedule):
             schedule = deserialize_schedule(schedule)
         if not is_schedule(schedule):
             schedule = checked_number('schedule', schedule)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)):
-            raise TypeError('warmup_steps must be an integer, got %r' % (warmup_steps,))
-        if warmup_steps < 0:
-            raise ValueError('warmup_steps must be >= 0, got %r' % (warmup_steps,))
-        self.schedule, self.warmup_steps, self.name = schedule, int(warmup_steps), name
+        warmup_steps = checks.integer('warmup_steps', warmup_steps, minimum=0)
+        self.schedule, self.warmup_steps, self.name = schedule, warmup_steps, name
 
     def rate(self, step):
         target = self.schedule(step) if is_schedule(self.schedule) else self.schedule

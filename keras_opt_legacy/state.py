@@ -2,45 +2,20 @@
 file, and a one-call `load_model` that also injects multi-stage optimizers."""
 import json
 import warnings
-import weakref
 
 import h5py
 import numpy as np
-import tensorflow as tf
 from keras import backend as K
 
-from . import compat
-from .base import OptimizerBase
+from . import builtin, compat
+from .base import COUNTERS, label, reset_state, split_inner
 
 # Attributes of a saved file's optimizer_weights: the state names, and the names of the
 # parameters they refer to, in order (a loading model may name its layers differently).
 STATE_NAMES = 'keras_opt_legacy_state_names'
 PARAM_NAMES = 'keras_opt_legacy_param_names'
-COUNTERS = ('iterations', 'm_schedule')  # step counters, and Nadam's product over the steps
 
-_RESET_OPS = weakref.WeakKeyDictionary()  # optimizer -> {(keep_iterations, state): op}
-
-
-def state_of(optimizer, params=None):
-    """`(names, variables)` of all the state of any optimizer: ours, or a Keras built-in's
-    `weights` plus the counters Keras leaves out."""
-    if isinstance(optimizer, OptimizerBase):
-        return list(optimizer.weight_names), list(optimizer.weights)
-    if not optimizer.weights:
-        return [], []
-    return compat.keras_state(optimizer, params)
-
-
-def _split_inner(name):
-    """'inner/inner/m/dense_1/kernel' -> ('inner/inner/', 'm/dense_1/kernel')."""
-    prefix = ''
-    while name[len(prefix):].startswith('inner/'):
-        prefix += 'inner/'
-    return prefix, name[len(prefix):]
-
-
-def _is_counter(name):
-    return _split_inner(name)[1] in COUNTERS
+state_of = builtin.state  # `(names, variables)` of all the state of any optimizer
 
 
 def reset_optimizer(optimizer, keep_iterations=False):
@@ -54,18 +29,13 @@ def reset_optimizer(optimizer, keep_iterations=False):
     Returns whether anything was reset.
     """
     compat.check_standalone(optimizer)
-    names, variables = state_of(optimizer)
+    names, variables = builtin.state(optimizer)
     if not variables:
         warnings.warn('%s has no state yet: it is built by the first training step (fit, '
                       'train_on_batch) or apply_gradients; nothing was reset'
-                      % type(optimizer).__name__)
+                      % label(type(optimizer)))
         return False
-    key = (bool(keep_iterations), tuple(id(v) for v in variables))
-    ops = _RESET_OPS.setdefault(optimizer, {})
-    if key not in ops:
-        chosen = [v for n, v in zip(names, variables) if not (keep_iterations and _is_counter(n))]
-        ops[key] = tf.variables_initializer(chosen, name='reset_optimizer')
-    K.get_session().run(ops[key])
+    reset_state(optimizer, names, variables, keep_iterations)
     return True
 
 
@@ -74,8 +44,8 @@ def save_model(model, filepath, overwrite=True):
     every array by name."""
     compat.check_standalone(model)
     model.save(filepath, overwrite=overwrite)
-    names, _ = state_of(model.optimizer)
-    if isinstance(model.optimizer, OptimizerBase) and names:
+    names, _ = builtin.state(model.optimizer)
+    if builtin.is_ours(model.optimizer) and names:
         params = [p.op.name for p in compat.trainable_params(model)]
         with h5py.File(filepath, 'r+') as f:
             f['optimizer_weights'].attrs[STATE_NAMES] = [n.encode('utf8') for n in names]
@@ -114,7 +84,7 @@ def _rename_params(state, saved_params, params):
     renamed = dict(zip(saved_params, [p.op.name for p in params]))
     result = {}
     for name, value in state.items():
-        prefix, rest = _split_inner(name)
+        prefix, rest = split_inner(name)
         slot, _, param = rest.partition('/')
         result[prefix + slot + ('/' + renamed.get(param, param) if param else '')] = value
     return result
@@ -144,17 +114,13 @@ def load_optimizer_state(model, filepath):
     if optimizer is None:
         raise RuntimeError('compile the model first: the optimizer whose state to load comes '
                            'from model.compile')
-    if not state_of(optimizer)[1]:
+    if not builtin.state(optimizer)[1]:
         if getattr(optimizer, 'needs_inject', False):
             raise RuntimeError('call opt.inject(model) before loading its state (or load with '
                                'keras_opt_legacy.load_model, which does both)')
         compat.make_train_function(model)
     params = compat.trainable_params(model)
-    if isinstance(optimizer, OptimizerBase):
-        names, variables = optimizer.weight_names, optimizer.weights
-    else:  # a Keras built-in: exactly what Keras saves
-        variables = list(optimizer.weights)
-        names = compat.keras_weight_names(type(optimizer).__name__, len(variables), params)
+    names, variables = builtin.saved_state(optimizer, params)
     class_name, saved, saved_params = _read(filepath)
     if saved_params:
         saved = _rename_params(saved, saved_params, params)
@@ -166,13 +132,13 @@ def load_optimizer_state(model, filepath):
         elif class_name in compat.KERAS_LAYOUTS and \
                 type(optimizer).__qualname__ == class_name:
             # Ours of the same kind use Keras's slot names: name the arrays by Keras's layout.
-            saved = dict(zip(compat.keras_weight_names(class_name, len(saved), params), saved))
+            saved = dict(zip(builtin.weight_names(class_name, len(saved), params), saved))
         else:
             raise ValueError('%s was saved with the optimizer %s; the model is compiled with %s'
                              % (filepath, class_name, type(optimizer).__name__))
     converted = class_name != type(optimizer).__name__
     problems = []
-    if converted and isinstance(optimizer, OptimizerBase) and class_name not in compat.KERAS_LAYOUTS:
+    if converted and builtin.is_ours(optimizer) and class_name not in compat.KERAS_LAYOUTS:
         problems.append('saved by the optimizer %s; the model is compiled with %s'
                         % (class_name, type(optimizer).__name__))
     assignments = []

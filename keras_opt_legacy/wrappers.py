@@ -1,118 +1,36 @@
 """Wrappers that compose with any optimizer: keras_opt_legacy's, each other, and Keras 2.2.4's
-built-ins (SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam).
+built-ins (SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam), through `builtin`.
 
-A wrapper drives its inner optimizer through `inner_step`, which for a Keras built-in runs its
-`get_updates` once with the gradient the wrapper supplies (set on that one instance, removed in a
-`finally`) and re-creates its assignments wherever the wrapper needs them, e.g. inside a `tf.cond`
-branch. Nothing global is patched.
+Writing a wrapper: subclass `Wrapper`, declare `slot_names` (per-parameter state) and scalars
+(`_add_scalar`) as an optimizer does, and implement `prepare_step(grads, params)`: create the
+slots (`self._create_slots`), prepare the inner step (`self._prepare_inner`), and return a
+`PreparedStep` whose function builds the inner ops plus the wrapper's own, with `iterations`
+counted last (`ops.count_after`, or `ops.every_kth_update` for "every k applied updates").
 """
-import numbers
-
 import tensorflow as tf
 from keras import backend as K
 from keras import optimizers as keras_optimizers
 
-from . import compat
-from .base import (OptimizerBase, PreparedStep, checked_number, clip_gradients, rate_tensor,
-                   register, resolve_gradients)
-
-
-def as_optimizer(optimizer):
-    """An optimizer instance from an instance, a name ('adam') or a config, or a clear error."""
-    if isinstance(optimizer, keras_optimizers.TFOptimizer):
-        raise TypeError('cannot wrap a TFOptimizer (a tf.train optimizer): its state is not '
-                        'visible to Keras. Use a keras_opt_legacy or Keras optimizer instead.')
-    compat.check_standalone(optimizer)
-    if isinstance(optimizer, (str, dict)):
-        optimizer = keras_optimizers.get(optimizer)
-    if not isinstance(optimizer, keras_optimizers.Optimizer):
-        raise TypeError('expected an optimizer (keras_opt_legacy, Keras, a name like "adam" or a '
-                        'config), got %r' % (optimizer,))
-    return optimizer
-
-
-def inner_step(optimizer, grads, params):
-    """`prepare_step` of any optimizer, with its own clipping applied to `grads` (a list, or a
-    function returning it: see `OptimizerBase.prepare_step`)."""
-    if isinstance(optimizer, OptimizerBase):
-        return optimizer.prepare_step(
-            lambda: optimizer.clip_gradients(resolve_gradients(grads)), params)
-    return _keras_builtin_step(optimizer, grads, params)
-
-
-def inner_state(optimizer, params):
-    """`(names, variables)` of all of `optimizer`'s state (after `inner_step`)."""
-    if isinstance(optimizer, OptimizerBase):
-        return optimizer.weight_names, optimizer.weights
-    return compat.keras_state(optimizer, params)
-
-
-def _keras_builtin_step(optimizer, grads, params):
-    def clipped():
-        return clip_gradients(resolve_gradients(grads), getattr(optimizer, 'clipnorm', None),
-                              getattr(optimizer, 'clipvalue', None))
-    # This first call creates Keras's slots, outside any control flow; its ops never run.
-    _, slots = compat.keras_get_updates(optimizer, clipped(), params)
-
-    def build():
-        # Keras's update ops again, here (in a wrapper's tf.cond branch, they run only when it
-        # applies an update), on the same slots. Its assignments re-created: all new values
-        # first (a variable may be read in several places), and counters last (Keras 2.2.4
-        # races reading `iterations` against its increment).
-        updates, _ = compat.keras_get_updates(optimizer, clipped(), params, slots)
-        assignments = [_assignment(update, optimizer) for update in updates]
-        with tf.control_dependencies([value for _, _, value, _ in assignments]):
-            ops = [assign(target, value) for assign, target, value, increment in assignments
-                   if not increment]
-        with tf.control_dependencies(ops):
-            ops += [assign(target, value) for assign, target, value, increment in assignments
-                    if increment]
-        return ops
-    return PreparedStep(build)
-
-
-def _assignment(update, optimizer):
-    """`(assign function, target, value, increment?)` of one of Keras's updates."""
-    assignment = compat.keras_assignment(update)
-    if assignment is None:
-        raise TypeError('cannot wrap %s: its update %r is not an assignment'
-                        % (type(optimizer).__name__, update))
-    return assignment
-
-
-def positive_integer(name, value):
-    """`value` as an int, or raise TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError('%s must be a positive integer, got %r' % (name, value))
-    if value < 1:
-        raise ValueError('%s must be a positive integer, got %r' % (name, value))
-    return int(value)
-
-
-def select(condition, if_true, if_false):
-    """Element-wise choice by a scalar boolean (tf.where needs a condition of the value's shape)."""
-    return tf.where(tf.fill(tf.shape(if_true), condition), if_true, if_false)
+from . import builtin, checks, compat, ops
+from .base import OptimizerBase, PreparedStep, label, register, resolve_gradients
 
 
 class Wrapper(OptimizerBase):
-    """Base of the wrappers: holds the inner optimizer, delegates the learning rate to it, lists
-    `[iterations] + own slots + the inner optimizer's state` as `weights`."""
+    """Base of the wrappers: holds the inner optimizer (any: see `builtin`), delegates the
+    learning rate to it, lists `[iterations] + own scalars + own slots + the inner optimizer's
+    state` as `weights`."""
 
     wraps_inject = False  # whether it can wrap an optimizer that needs opt.inject(model)
+    config_keys = ()  # constructor arguments besides `optimizer`, kept in attributes of their name
 
     def __init__(self, optimizer):
-        super(Wrapper, self).__init__()
-        self.optimizer = as_optimizer(optimizer)
-        if getattr(self.optimizer, 'needs_inject', False) and not self.wraps_inject:
+        optimizer = builtin.as_optimizer(optimizer)
+        if getattr(optimizer, 'needs_inject', False) and not self.wraps_inject:
             raise ValueError('%s drives the train function itself (opt.inject(model)), so it must '
                              'be the outermost optimizer: it cannot be wrapped in %s'
-                             % (type(self.optimizer).__name__, type(self).__qualname__))
-        self._slots = {}
-        self._scalars = []
-        self.weight_names = []
-        with K.name_scope(type(self).__qualname__) as scope:
-            self._scope = scope
-            self.iterations = K.variable(0, dtype='int64', name='iterations')
+                             % (type(optimizer).__name__, label(type(self))))
+        super(Wrapper, self).__init__()
+        self.optimizer = optimizer
 
     @property
     def lr(self):
@@ -125,17 +43,20 @@ class Wrapper(OptimizerBase):
     learning_rate = lr
 
     def current_rate(self):
-        return rate_tensor(self.optimizer)
+        return builtin.rate(self.optimizer)
 
-    def _prepare_inner(self, grads, params):
-        """Prepare the inner step (own slots already created) and list all state."""
-        step = inner_step(self.optimizer, grads, params)
-        self._list_state([('iterations', self.iterations)] + self._scalars, params,
-                         inner=inner_state(self.optimizer, params))
+    def _prepare_inner(self, grads, params, inner=None):
+        """Prepare the step of the inner optimizer (or of `inner`, standing in for it) and list
+        all state; own slots are created first."""
+        inner = self.optimizer if inner is None else inner
+        step = builtin.prepare_step(inner, grads, params)
+        self._list_state(params, inner=builtin.state(inner, params))
         return step
 
     def get_config(self):
-        return {'optimizer': keras_optimizers.serialize(self.optimizer)}
+        config = {'optimizer': keras_optimizers.serialize(self.optimizer)}
+        config.update((key, getattr(self, key)) for key in self.config_keys)
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -163,30 +84,21 @@ class GradientAccumulation(Wrapper):
     """
 
     slot_names = ('accumulator',)
+    config_keys = ('steps', 'model_updates')
     MODEL_UPDATES = ('every_batch', 'with_update')
 
+    inject_reason = "(model_updates='with_update') runs the model's state updates itself"
+
     def __init__(self, optimizer, steps, model_updates='every_batch'):
-        steps = positive_integer('steps', steps)
-        if model_updates not in self.MODEL_UPDATES:
-            raise ValueError('model_updates must be one of %s, got %r'
-                             % (', '.join(map(repr, self.MODEL_UPDATES)), model_updates))
+        steps = checks.positive_integer('steps', steps)
+        model_updates = checks.one_of('model_updates', model_updates, self.MODEL_UPDATES)
         super(GradientAccumulation, self).__init__(optimizer)
         self.steps = steps
         self.model_updates = model_updates
-        self._injecting = False
 
     @property
     def needs_inject(self):
         return self.model_updates == 'with_update'
-
-    def get_updates(self, loss, params):
-        if self.needs_inject and not self._injecting:
-            raise RuntimeError(
-                "GradientAccumulation(model_updates='with_update') runs the model's state updates "
-                'itself: call opt.inject(model) after model.compile (again after every recompile) '
-                'before training. To load a saved model, use keras_opt_legacy.load_model(path), '
-                'which injects.')
-        return super(GradientAccumulation, self).get_updates(loss, params)
 
     def inject(self, model):
         """Install a train function running the model's state updates only on the batches that
@@ -194,11 +106,8 @@ class GradientAccumulation(Wrapper):
         batch before the step itself, so it sees the same weights and batch statistics."""
         compat.check_compiled_with(model, self, 'call opt.inject(model)')
         inputs, outputs, state_updates, metric_updates, kwargs = compat.train_function_parts(model)
-        self._injecting = True
-        try:
+        with self.injecting():
             updates = compat.training_updates(model)
-        finally:
-            self._injecting = False
         step = K.function(inputs, outputs, updates=updates + metric_updates,
                           name='train_function', **kwargs)
         state = compat.updates_function(inputs, state_updates, 'model_state_updates')
@@ -233,14 +142,9 @@ class GradientAccumulation(Wrapper):
 
         def build():
             step = tf.cond(applies, update, accumulate)
-            with tf.control_dependencies([step]):
-                return [step, K.update_add(self.iterations, 1)]
+            return [step, ops.count_after(self.iterations, [step])]
         return PreparedStep(build, applies=applies)
 
-    def get_config(self):
-        config = super(GradientAccumulation, self).get_config()
-        config.update(steps=self.steps, model_updates=self.model_updates)
-        return config
 
 
 @register
@@ -254,11 +158,11 @@ class Lookahead(Wrapper):
     """
 
     slot_names = ('slow',)
+    config_keys = ('sync_period', 'slow_step')
 
     def __init__(self, optimizer, sync_period=5, slow_step=0.5):
-        sync_period = positive_integer('sync_period', sync_period)
-        slow_step = checked_number('slow_step', slow_step,
-                                   (lambda v: 0 < v <= 1, 'in (0, 1]'))
+        sync_period = checks.positive_integer('sync_period', sync_period)
+        slow_step = checks.checked_number('slow_step', slow_step, checks.POSITIVE_UNIT_INTERVAL)
         super(Lookahead, self).__init__(optimizer)
         self.sync_period, self.slow_step = sync_period, slow_step
         # 0 until the slow weights hold the parameters (again after a reset).
@@ -268,35 +172,21 @@ class Lookahead(Wrapper):
         params = self._create_slots(params)
         inner = self._prepare_inner(grads, params)
         slows = [self._slots[p]['slow'] for p in params]
-        applies = inner.applies if inner.applies is not None else tf.constant(True)
+
+        def sync():  # slow += slow_step * (fast - slow); fast = slow
+            return ops.assign_all([(v, x) for p, s in zip(params, slows)
+                                   for x in [s + self.slow_step * (p - s)]
+                                   for v in (s, p)])
 
         def build():
             first = K.equal(self.started, 0)
-            start = [K.update(s, select(first, p, s)) for p, s in zip(params, slows)]
+            start = [K.update(s, ops.select(first, p, s)) for p, s in zip(params, slows)]
             with tf.control_dependencies(start):
                 inner_ops = inner() + [K.update(self.started, 1)]
-            count = self.iterations + K.cast(applies, 'int64')
-            sync_now = tf.logical_and(applies, K.equal(count % self.sync_period, 0))
-
-            def sync():
-                ops = []
-                for p, s in zip(params, slows):
-                    new_slow = s + self.slow_step * (p - s)
-                    with tf.control_dependencies([new_slow]):
-                        ops += [K.update(s, new_slow), K.update(p, new_slow)]
-                return tf.group(*ops)
-
-            with tf.control_dependencies(inner_ops):
-                synced = tf.cond(sync_now, sync, tf.no_op)
-            with tf.control_dependencies([synced]):
-                increment = K.update(self.iterations, count)
-            return start + inner_ops + [synced, increment]
+            return start + inner_ops + ops.every_kth_update(
+                self.iterations, self.sync_period, inner.applies, sync, after=inner_ops)
         return PreparedStep(build, applies=inner.applies)
 
-    def get_config(self):
-        config = super(Lookahead, self).get_config()
-        config.update(sync_period=self.sync_period, slow_step=self.slow_step)
-        return config
 
 
 @register
@@ -321,7 +211,6 @@ class SkipNonFinite(Wrapper):
         def build():
             step = tf.cond(finite, lambda: tf.group(*inner()),
                            lambda: tf.group(K.update_add(self.skipped, 1)))
-            with tf.control_dependencies([step]):
-                return [step, K.update_add(self.iterations, 1)]
+            return [step, ops.count_after(self.iterations, [step])]
         applies = finite if inner.applies is None else tf.logical_and(finite, inner.applies)
         return PreparedStep(build, applies=applies)

@@ -18,7 +18,7 @@ from keras import backend as K
 from keras.legacy import interfaces
 from keras.optimizers import Optimizer
 
-from keras_opt_legacy.base import after_all
+from keras_opt_legacy.ops import after_all
 
 
 def race_free(optimizer_class):
