@@ -116,6 +116,23 @@ def is_counter(name):
     return split_inner(name)[1] in COUNTERS
 
 
+COUNTER_LIMIT = 2 ** 63  # int64 counters
+
+
+def check_state_value(name, value, dtype, consequence='; nothing was set'):
+    """Raise a ValueError naming the state `name` unless `value` can be the value of a variable
+    of `dtype`: finite; for an integer variable (a counter) a whole number in [0, 2^63)."""
+    value = np.asarray(value)
+    problem = None
+    if value.dtype.kind == 'f' and not np.all(np.isfinite(value)):
+        problem = 'holds NaN or Inf'
+    elif np.dtype(dtype).kind in 'iu' and (np.any(value < 0) or np.any(value >= COUNTER_LIMIT)
+                                           or np.any(value != np.round(value))):
+        problem = 'is a step counter: a whole number in [0, 2^63), got %s' % (value,)
+    if problem:
+        raise ValueError('state %r %s%s' % (name, problem, consequence))
+
+
 def reset_state(owner, names, variables, keep_iterations=False):
     """Re-initialize the state `variables` (named `names`) of `owner` in place; with
     `keep_iterations` the counters keep their values."""
@@ -295,11 +312,9 @@ class OptimizerBase(keras_optimizers.Optimizer):
                 raise ValueError('state %r has shape %s, got shape %s; nothing was set'
                                  % (name, expected, value.shape))
             dtype = np.dtype(K.dtype(variable))
-            if dtype.kind == 'i' and value.dtype.kind == 'f':
-                if np.any(value != np.round(value)):
-                    raise ValueError('state %r is a counter, got the non-integer value %s; '
-                                     'nothing was set' % (name, value))
-            elif not np.can_cast(value.dtype, dtype, casting='same_kind'):
+            check_state_value(name, value, dtype)
+            if not (dtype.kind == 'i' and value.dtype.kind == 'f') and \
+                    not np.can_cast(value.dtype, dtype, casting='same_kind'):
                 raise ValueError('state %r has dtype %s, got dtype %s; nothing was set'
                                  % (name, dtype, value.dtype))
         K.batch_set_value([(v, np.asarray(w).astype(K.dtype(v)))
@@ -380,6 +395,8 @@ class Optimizer(OptimizerBase):
     Keras; `fused=False` always builds the formula graph.
     """
 
+    lr_check = checks.NON_NEGATIVE  # what a constant learning rate must be
+
     def __init__(self, lr=None, decay=0., fused=True, **kwargs):
         learning_rate = kwargs.pop('learning_rate', _MISSING)
         allowed = {'clipnorm', 'clipvalue'}
@@ -389,8 +406,8 @@ class Optimizer(OptimizerBase):
                             % (label(type(self)), ', '.join(unknown)))
         lr = self._resolve_learning_rate(lr, learning_rate)
         schedule = lr if is_schedule(lr) else None
-        lr = lr if schedule is not None else checked_number('lr', lr)
-        decay = checked_number('decay', decay)
+        lr = lr if schedule is not None else checked_number('lr', lr, self.lr_check, K.floatx())
+        decay = checked_number('decay', decay, dtype=K.floatx())
         if schedule is not None and decay > 0:
             raise ValueError('decay must be 0 when the learning rate is a schedule: a schedule '
                              'already decides the rate at every step')
@@ -433,8 +450,9 @@ class Optimizer(OptimizerBase):
         return variable
 
     def _hyper(self, name, value, check=checks.NON_NEGATIVE, variable=False):
-        """Validate and store a numeric hyperparameter (a K.variable if `variable`, as Keras)."""
-        value = checked_number(name, value, check)
+        """Validate and store a numeric hyperparameter (a K.variable if `variable`, as Keras);
+        it must also pass as the float type the graph computes in."""
+        value = checked_number(name, value, check, K.floatx())
         self._config[name] = name
         return self._hyper_variable(name, value) if variable else value
 
@@ -445,7 +463,9 @@ class Optimizer(OptimizerBase):
         return value
 
     def _epsilon(self, epsilon):
-        return self._hyper('epsilon', K.epsilon() if epsilon is None else epsilon)
+        """`epsilon` (None: K.epsilon()), > 0: the rules divide by a sum it keeps from 0."""
+        return self._hyper('epsilon', K.epsilon() if epsilon is None else epsilon,
+                           checks.POSITIVE)
 
     # ---- learning rate ---------------------------------------------------------------------
 
@@ -463,14 +483,14 @@ class Optimizer(OptimizerBase):
     def lr(self, value):
         if self._schedule is not None:
             raise RuntimeError(ScheduledRate.explain(self))
-        K.set_value(self._lr, checked_number('lr', value))
+        K.set_value(self._lr, checked_number('lr', value, self.lr_check, K.floatx()))
 
     learning_rate = lr
 
     def _learning_rate_at(self, iterations):
         """The rate of the update being built: schedule, or constant with legacy decay."""
-        if self._schedule is not None:
-            return self._schedule(iterations)
+        if self._schedule is not None:  # a schedule computes in float32; the variables may not
+            return K.cast(self._schedule(iterations), K.floatx())
         lr = self._lr
         if self.initial_decay > 0:
             lr = lr * (1. / (1. + self.decay * K.cast(iterations, K.dtype(self.decay))))
@@ -520,9 +540,9 @@ class Optimizer(OptimizerBase):
 
     def _assign_all(self, updates, p=None):
         """`ops.assign_all`, with the constraint of `p` applied to its new value."""
-        constraint = getattr(p, 'constraint', None)
-        if constraint is not None:
-            updates = [(v, constraint(ops.new_value(v, x)) if v is p else x) for v, x in updates]
+        if getattr(p, 'constraint', None) is not None:  # then not in place
+            updates = [(v, ops.constrained(p, ops.new_value(v, x)) if v is p else x)
+                       for v, x in updates]
         return ops.assign_all(updates)
 
     def update_ops(self, grads, params):

@@ -1,13 +1,19 @@
 """Crash-safe checkpoints of the model and its optimizer state."""
+import math
 import os
 import re
+import warnings
 
 import h5py
 import keras
 
+from . import checks
 from .state import load_model, save_model
 
-_NAME = re.compile(r'^checkpoint-(\d{8})\.h5$')
+_NAME = re.compile(r'^checkpoint-(\d{8,})\.h5$')  # %08d grows past 10^8 batches
+_TEMPORARY = re.compile(r'^\.checkpoint-\d{8,}\.h5\.(\d+)\.tmp$')  # pid of its writer
+EPOCH = 'keras_opt_legacy_epoch'  # completed epochs when the checkpoint was written
+BATCH = 'keras_opt_legacy_batch'  # batches of the next epoch already trained (mid-epoch saves)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -16,18 +22,27 @@ class Checkpoint(keras.callbacks.Callback):
 
     Each save writes a temporary file in the same directory, flushes and fsyncs it, then renames
     it into place (and fsyncs the directory): a crash mid-save leaves the previous checkpoints
-    intact and only a temporary file behind, which is never loaded. Resume with
-    `model, epoch = Checkpoint.load_latest(directory)` and `model.fit(..., initial_epoch=epoch)`.
+    intact and at most a temporary file, which is never loaded and is removed by the next
+    Checkpoint on that directory (a failed save removes its own). The directory must be writable:
+    that is tried at construction. Resume with `model, epoch = Checkpoint.load_latest(directory)`
+    and `model.fit(..., initial_epoch=epoch)`; if the newest checkpoint cannot be read, the next
+    older one is loaded, with a warning.
+
+    With `every_batches`, a save on an epoch's last batch counts that epoch as completed; a save
+    in the middle of an epoch records the completed epochs and the number of batches of the next
+    one already trained (`Checkpoint.load(path, with_batch=True)`): resuming with
+    `initial_epoch=epoch` re-trains those batches, unless the data skips them.
     """
 
     def __init__(self, directory, keep=3, every_batches=None):
         super(Checkpoint, self).__init__()
-        if keep < 1:
-            raise ValueError('keep must be >= 1, got %r' % (keep,))
-        if every_batches is not None and every_batches < 1:
-            raise ValueError('every_batches must be >= 1 or None, got %r' % (every_batches,))
+        keep = checks.positive_integer('keep', keep)
+        if every_batches is not None:
+            every_batches = checks.positive_integer('every_batches', every_batches)
         self.directory, self.keep, self.every_batches = directory, keep, every_batches
         os.makedirs(directory, exist_ok=True)
+        _check_writable(directory)
+        _remove_stale_temporaries(directory)
         latest = self.latest(directory)
         self._batches = self._number(latest) if latest else 0
         self._epoch = 0
@@ -38,22 +53,41 @@ class Checkpoint(keras.callbacks.Callback):
     def on_batch_end(self, batch, logs=None):
         self._batches += 1
         if self.every_batches and self._batches % self.every_batches == 0:
-            self.save(epoch=self._epoch)
+            if batch + 1 == self._steps_per_epoch():
+                self.save(epoch=self._epoch + 1)
+            else:
+                self.save(epoch=self._epoch, batch=batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_batches:
             self.save(epoch=epoch + 1)
 
-    def save(self, epoch):
-        """Write checkpoint number `batches seen so far`; `epoch` = completed epochs."""
+    def _steps_per_epoch(self):
+        """Batches per epoch as Keras's fit/fit_generator state them, or None."""
+        params = self.params or {}
+        if params.get('steps'):
+            return params['steps']
+        if params.get('samples') and params.get('batch_size'):
+            return int(math.ceil(params['samples'] / float(params['batch_size'])))
+        return None
+
+    def save(self, epoch, batch=0):
+        """Write checkpoint number `batches seen so far`; `epoch` = completed epochs, `batch` =
+        batches of the next epoch already trained."""
         path = os.path.join(self.directory, 'checkpoint-%08d.h5' % self._batches)
         temporary = os.path.join(self.directory, '.%s.%d.tmp' % (os.path.basename(path),
                                                                 os.getpid()))
-        save_model(self.model, temporary)
-        with h5py.File(temporary, 'r+') as f:
-            f.attrs['keras_opt_legacy_epoch'] = epoch
-        _fsync(temporary)
-        os.replace(temporary, path)
+        try:
+            save_model(self.model, temporary)
+            with h5py.File(temporary, 'r+') as f:
+                f.attrs[EPOCH] = epoch
+                f.attrs[BATCH] = batch
+            _fsync(temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):  # e.g. the disk is full: leave nothing behind
+                os.remove(temporary)
+            raise
         _fsync(self.directory)
         for old in self.checkpoints(self.directory)[:-self.keep]:
             os.remove(old)
@@ -63,13 +97,13 @@ class Checkpoint(keras.callbacks.Callback):
     def _number(path):
         return int(_NAME.match(os.path.basename(path)).group(1))
 
-    @staticmethod
-    def checkpoints(directory):
-        """Complete checkpoints in `directory`, oldest first."""
+    @classmethod
+    def checkpoints(cls, directory):
+        """Complete checkpoints in `directory`, oldest first (by number)."""
         if not os.path.isdir(directory):
             return []
-        names = sorted(n for n in os.listdir(directory) if _NAME.match(n))
-        return [os.path.join(directory, n) for n in names]
+        paths = [os.path.join(directory, n) for n in os.listdir(directory) if _NAME.match(n)]
+        return sorted(paths, key=cls._number)
 
     @classmethod
     def latest(cls, directory):
@@ -78,18 +112,63 @@ class Checkpoint(keras.callbacks.Callback):
 
     @classmethod
     def load_latest(cls, directory, custom_objects=None):
-        """`(model, completed epochs)` from the newest checkpoint, or `(None, 0)` if none."""
-        path = cls.latest(directory)
-        if path is None:
-            return None, 0
-        return cls.load(path, custom_objects)
+        """`(model, completed epochs)` from the newest checkpoint that loads, or `(None, 0)` if
+        there is none. A damaged newest checkpoint is skipped with a warning; if none loads, the
+        newest one's error is raised. Loads with `keras_opt_legacy.load_model`: the code of any
+        `Lambda` layer in the file runs (see there for untrusted files)."""
+        found = cls.checkpoints(directory)
+        first_error = None
+        for path in reversed(found):
+            try:
+                return cls.load(path, custom_objects)
+            except (OSError, ValueError, KeyError) as error:
+                first_error = first_error or error
+                warnings.warn('checkpoint %s cannot be loaded (%s): trying an older one'
+                              % (path, error))
+        if first_error is not None:
+            raise first_error
+        return None, 0
 
     @staticmethod
-    def load(path, custom_objects=None):
-        """`(model, completed epochs)` from the checkpoint `path`."""
+    def load(path, custom_objects=None, with_batch=False):
+        """`(model, completed epochs)` from the checkpoint `path`; with `with_batch`, also the
+        batches of the next epoch it had trained (0 for a save at an epoch's end)."""
         with h5py.File(path, 'r') as f:
-            epoch = int(f.attrs['keras_opt_legacy_epoch'])
-        return load_model(path, custom_objects=custom_objects), epoch
+            if EPOCH not in f.attrs:
+                raise ValueError('%s is not a keras_opt_legacy checkpoint (no %s attribute)'
+                                 % (path, EPOCH))
+            epoch, batch = int(f.attrs[EPOCH]), int(f.attrs.get(BATCH, 0))
+        model = load_model(path, custom_objects=custom_objects)
+        return (model, epoch, batch) if with_batch else (model, epoch)
+
+
+def _check_writable(directory):
+    """Raise a clear error now if `directory` does not take files (not after an epoch)."""
+    probe = os.path.join(directory, '.keras_opt_legacy-write-test.%d' % os.getpid())
+    try:
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise OSError('the checkpoint directory %s is not writable: %s' % (directory, error))
+
+
+def _remove_stale_temporaries(directory):
+    """Remove temporary files left by saves whose process is gone (killed mid-save)."""
+    for name in os.listdir(directory):
+        match = _TEMPORARY.match(name)
+        if match and not _running(int(match.group(1))):
+            os.remove(os.path.join(directory, name))
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _fsync(path):

@@ -36,14 +36,22 @@ def _plain(value):
     return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
-def checked_number(name, value, check=NON_NEGATIVE):
-    """`value` as a float, or raise TypeError/ValueError naming `name`."""
+def checked_number(name, value, check=NON_NEGATIVE, dtype=None):
+    """`value` as a float, or raise TypeError/ValueError naming `name`. With `dtype` (the
+    variable's, e.g. 'float32'), the value it rounds to there must pass too: 1 - 1e-9 is 1.0 in
+    float32, and 1e39 is inf."""
     value = _plain(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError('%s must be a number, got %r' % (name, value))
     contains, requirement = check
     if not math.isfinite(value) or not contains(value):
         raise ValueError('%s must be %s, got %r' % (name, requirement, value))
+    if dtype is not None:
+        with np.errstate(over='ignore'):
+            rounded = float(np.asarray(value, dtype=dtype))
+        if not math.isfinite(rounded) or not contains(rounded):
+            raise ValueError('%s must be %s in %s, where %r becomes %r'
+                             % (name, requirement, dtype, value, rounded))
     return float(value)
 
 

@@ -151,6 +151,12 @@ def average_in_place(variable, decay, x):
     return descend(variable, -(1. - decay), x, after=[_update(variable, decay * variable)])
 
 
+def constrained(p, value):
+    """`value` for the parameter `p`, within `p`'s constraint if it has one."""
+    constraint = getattr(p, 'constraint', None)
+    return value if constraint is None else constraint(value)
+
+
 def select(condition, if_true, if_false):
     """Element-wise choice by a scalar boolean (tf.where needs a condition of the value's shape)."""
     return tf.where(tf.fill(tf.shape(if_true), condition), if_true, if_false)

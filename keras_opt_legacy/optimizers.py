@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras import backend as K
 
 from .base import Optimizer, Step, register
-from .checks import NON_POSITIVE, UNIT_INTERVAL, DefaultRate
+from .checks import CLOSED_UNIT_INTERVAL, NON_POSITIVE, POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
 from .ops import average_in_place, descend, minus, plus, read_after
 
@@ -29,7 +29,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=DefaultRate(0.01), momentum=0., decay=0., nesterov=False, **kwargs):
         super(SGD, self).__init__(lr=lr, decay=decay, **kwargs)
-        self.momentum = self._hyper('momentum', momentum, variable=True)
+        self.momentum = self._hyper('momentum', momentum, CLOSED_UNIT_INTERVAL, variable=True)
         self.nesterov = self._flag('nesterov', nesterov)
         self.slot_names = ('moment',) if momentum > 0 else ()
 
@@ -253,6 +253,7 @@ class Ftrl(Optimizer):
     """
 
     slot_names = ('accumulator', 'linear')
+    lr_check = POSITIVE  # the rule divides by the rate
 
     def __init__(self, lr=DefaultRate(0.001), learning_rate_power=-0.5,
                  initial_accumulator_value=0.1,

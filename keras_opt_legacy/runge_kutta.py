@@ -324,7 +324,7 @@ class AdaptiveRungeKutta(RungeKutta):
         factor = tf.where(finite, factor, tf.constant(self.min_factor, factor.dtype))
         new_h = K.clip(h * factor, self.min_step, self.max_step)
         moved = [(p, ops.select(accepted, new, start)) for p, start, new in moves]
-        moved = [(p, p.constraint(x) if getattr(p, 'constraint', None) else x) for p, x in moved]
+        moved = [(p, ops.constrained(p, x)) for p, x in moved]
         return ops.assign_all(moved + [(self.step_size, new_h)])
 
 

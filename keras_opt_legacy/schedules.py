@@ -69,6 +69,9 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     values[-1] after the last boundary."""
 
     def __init__(self, boundaries, values, name=None):
+        for argument, given in (('boundaries', boundaries), ('values', values)):
+            if not isinstance(given, (list, tuple)):
+                raise TypeError('%s must be a list of numbers, got %r' % (argument, given))
         boundaries, values = list(boundaries), list(values)
         for i, b in enumerate(boundaries):
             checked_number('boundaries[%d]' % i, b, NON_NEGATIVE)
@@ -157,7 +160,9 @@ class CosineDecayRestarts(LearningRateSchedule):
                  name=None):
         self.initial_learning_rate = checked_number('initial_learning_rate', initial_learning_rate)
         self.first_decay_steps = checked_number('first_decay_steps', first_decay_steps, POSITIVE)
-        self.t_mul = checked_number('t_mul', t_mul, POSITIVE)
+        # t_mul < 1: periods shrink to a finite total length, and the rate becomes NaN after it
+        # (TF's own too).
+        self.t_mul = checked_number('t_mul', t_mul, checks.AT_LEAST_ONE)
         self.m_mul = checked_number('m_mul', m_mul)
         self.alpha = checked_number('alpha', alpha, CLOSED_UNIT_INTERVAL)
         self.name = name

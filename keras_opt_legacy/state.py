@@ -1,14 +1,16 @@
 """Optimizer state: reset, saving with state names, strict loading that runs no code from the
 file, and a one-call `load_model` that also injects multi-stage optimizers."""
 import json
+import os
 import warnings
 
 import h5py
 import numpy as np
 from keras import backend as K
+from keras.utils.io_utils import ask_to_proceed_with_overwrite
 
 from . import builtin, compat
-from .base import COUNTERS, label, reset_state, split_inner
+from .base import COUNTERS, check_state_value, label, reset_state, split_inner
 
 # Attributes of a saved file's optimizer_weights: the state names, and the names of the
 # parameters they refer to, in order (a loading model may name its layers differently).
@@ -41,9 +43,13 @@ def reset_optimizer(optimizer, keep_iterations=False):
 
 def save_model(model, filepath, overwrite=True):
     """`model.save` plus the names of the optimizer's state, so `load_optimizer_state` can match
-    every array by name."""
+    every array by name. With `overwrite=False` and an existing file, the user is asked (as
+    Keras asks); answered no, nothing is written."""
     compat.check_standalone(model)
-    model.save(filepath, overwrite=overwrite)
+    if not overwrite and os.path.isfile(filepath) and \
+            not ask_to_proceed_with_overwrite(filepath):
+        return
+    model.save(filepath, overwrite=True)
     names, _ = builtin.state(model.optimizer)
     if builtin.is_ours(model.optimizer) and names:
         params = [p.op.name for p in compat.trainable_params(model)]
@@ -52,27 +58,58 @@ def save_model(model, filepath, overwrite=True):
             f['optimizer_weights'].attrs[PARAM_NAMES] = [n.encode('utf8') for n in params]
 
 
-def _read(filepath):
-    """The optimizer's saved class name and state, as `{name: array}` or a list (no names).
+def _entry(filepath, parent, key, kind):
+    """`parent[key]`, only if it is a plain `kind` (h5py.Group or Dataset) stored in this file:
+    a link to elsewhere (soft, external), external raw storage or a virtual dataset would read
+    other files' bytes, so each is refused with a ValueError naming the entry."""
+    link = parent.get(key, getlink=True)
+    if link is None:
+        raise ValueError('%s: the entry %r is missing' % (filepath, key))
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError('%s: the entry %r is a %s, not stored in the file; such links are not '
+                         'followed' % (filepath, key, type(link).__name__))
+    entry = parent[key]
+    if not isinstance(entry, kind):
+        raise ValueError('%s: the entry %r is not a %s' % (filepath, key, kind.__name__))
+    if kind is h5py.Dataset and (getattr(entry, 'is_virtual', False) or
+                                 entry.id.get_create_plist().get_external_count()):
+        raise ValueError('%s: the entry %r keeps its data outside the file (external or virtual '
+                         'storage), which is not read' % (filepath, key))
+    return entry
 
-    Reads JSON text and numeric arrays only: nothing in the file is unpickled, unmarshalled or
-    run (Keras's load_model rebuilds Lambda layers from the bytecode they carry)."""
-    with h5py.File(filepath, 'r') as f:
-        if 'training_config' not in f.attrs or 'optimizer_weights' not in f:
-            raise ValueError('%s holds no optimizer state: save a model that was compiled and '
-                             'trained (model.save or keras_opt_legacy.save_model)' % filepath)
-        config = _json(f.attrs['training_config'])
-        group = f['optimizer_weights']
-        arrays = [np.array(group[_text(n)]) for n in group.attrs['weight_names']]
-        names = [_text(n) for n in group.attrs[STATE_NAMES]] if STATE_NAMES in group.attrs \
-            else None
-        params = [_text(n) for n in group.attrs.get(PARAM_NAMES, [])]
-    for array in arrays:
-        if array.dtype.kind not in 'biuf':
-            raise ValueError('%s: optimizer state of dtype %s is not numeric' % (filepath,
-                                                                                 array.dtype))
-    class_name = config['optimizer_config']['class_name']
-    return class_name, (dict(zip(names, arrays)) if names is not None else arrays), params
+
+def _read(f, filepath):
+    """The optimizer's saved class name, its state as `{name: dataset}` or a list of datasets
+    (no names), and the names of the parameters it updated, from the open file `f`.
+
+    Only metadata is read here (no array: a declared shape is compared before anything is
+    read). Reads JSON text and numeric arrays only: nothing in the file is unpickled,
+    unmarshalled or run."""
+    if 'training_config' not in f.attrs or 'optimizer_weights' not in f:
+        raise ValueError('%s holds no optimizer state: save a model that was compiled and '
+                         'trained (model.save or keras_opt_legacy.save_model)' % filepath)
+    config = _json(f.attrs['training_config'])
+    try:
+        class_name = config['optimizer_config']['class_name']
+    except (KeyError, TypeError):
+        raise ValueError('%s: its training_config names no optimizer class' % filepath)
+    group = _entry(filepath, f, 'optimizer_weights', h5py.Group)
+    if 'weight_names' not in group.attrs:
+        raise ValueError('%s: optimizer_weights does not list its weight_names' % filepath)
+    datasets = [_entry(filepath, group, _text(n), h5py.Dataset)
+                for n in group.attrs['weight_names']]
+    for dataset in datasets:
+        if dataset.dtype.kind not in 'biuf':
+            raise ValueError('%s: optimizer state %s of dtype %s is not numeric'
+                             % (filepath, dataset.name, dataset.dtype))
+    if STATE_NAMES not in group.attrs:
+        return class_name, datasets, []
+    names = [_text(n) for n in group.attrs[STATE_NAMES]]
+    if len(names) != len(datasets):
+        raise ValueError('%s: %d state names for %d arrays' % (filepath, len(names),
+                                                                len(datasets)))
+    return class_name, dict(zip(names, datasets)), [_text(n) for n in
+                                                    group.attrs.get(PARAM_NAMES, [])]
 
 
 def _rename_params(state, saved_params, params):
@@ -121,7 +158,13 @@ def load_optimizer_state(model, filepath):
         compat.make_train_function(model)
     params = compat.trainable_params(model)
     names, variables = builtin.saved_state(optimizer, params)
-    class_name, saved, saved_params = _read(filepath)
+    with h5py.File(filepath, 'r') as f:
+        _load(optimizer, params, names, variables, filepath, *_read(f, filepath))
+
+
+def _load(optimizer, params, names, variables, filepath, class_name, saved, saved_params):
+    """Check every saved entry against the optimizer's state (shapes and dtypes from the file's
+    metadata), then read the arrays, check their values, and assign them all at once."""
     if saved_params:
         saved = _rename_params(saved, saved_params, params)
 
@@ -156,15 +199,21 @@ def load_optimizer_state(model, filepath):
             problems.append('%s: dtype %s in the file, %s in the optimizer'
                             % (name, value.dtype, K.dtype(variable)))
         else:
-            assignments.append((variable, value))
+            assignments.append((name, variable, value))
     unused = [n for n in saved if n not in names and not (converted and n.startswith('vhat/'))]
     problems += ['%s: in the file, not in the optimizer' % n for n in unused]
     if problems:
         raise ValueError('the optimizer state in %s does not fit %s; nothing was loaded:\n  %s'
                          % (filepath, type(optimizer).__name__, '\n  '.join(problems)))
+    values = []
+    for name, variable, dataset in assignments:
+        value = dataset[()]
+        check_state_value(name, value, K.dtype(variable),
+                          '; nothing was loaded from %s' % filepath)
+        values.append((variable, value))
     if converted and 'm_schedule' in names and 'm_schedule' not in saved:
-        assignments.append((optimizer.m_schedule, _nadam_m_schedule(optimizer, saved)))
-    K.batch_set_value(assignments)
+        values.append((optimizer.m_schedule, _nadam_m_schedule(optimizer, saved)))
+    K.batch_set_value(values)
 
 
 def _nadam_m_schedule(optimizer, saved):
@@ -172,7 +221,7 @@ def _nadam_m_schedule(optimizer, saved):
     the steps taken, so it follows from `iterations` (to float32 rounding)."""
     beta_1 = np.float32(K.get_value(optimizer.beta_1))
     m_schedule = np.float32(1.)
-    for t in range(1, int(saved['iterations']) + 1):
+    for t in range(1, int(saved['iterations'][()]) + 1):
         m_schedule *= beta_1 * (np.float32(1.) - np.float32(0.5) * np.float32(0.96) ** np.float32(
             t * optimizer.schedule_decay))
     return m_schedule
@@ -182,7 +231,12 @@ def load_model(filepath, custom_objects=None):
     """Load a model saved with its optimizer and restore the optimizer strictly
     (`load_optimizer_state`), injecting optimizers that drive the train function themselves
     (Runge-Kutta methods, GradientAccumulation(model_updates='with_update')) -- one call where
-    `keras.models.load_model` would need several."""
+    `keras.models.load_model` would need several.
+
+    Not for untrusted files: the architecture is rebuilt by `keras.models.load_model`, which runs
+    the code a `Lambda` layer stored in the file. For such a file, build the model in your own
+    code, then `model.load_weights(filepath)` and `load_optimizer_state(model, filepath)`, which
+    reads data only."""
     import keras
     model = keras.models.load_model(filepath, custom_objects=custom_objects, compile=False)
     with h5py.File(filepath, 'r') as f:

@@ -173,9 +173,9 @@ class Lookahead(Wrapper):
         inner = self._prepare_inner(grads, params)
         slows = [self._slots[p]['slow'] for p in params]
 
-        def sync():  # slow += slow_step * (fast - slow); fast = slow
+        def sync():  # slow += slow_step * (fast - slow); fast = slow, within p's constraint
             return ops.assign_all([(v, x) for p, s in zip(params, slows)
-                                   for x in [s + self.slow_step * (p - s)]
+                                   for x in [ops.constrained(p, s + self.slow_step * (p - s))]
                                    for v in (s, p)])
 
         def build():
