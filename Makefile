@@ -46,7 +46,7 @@ PY37 = $(strip $(if $(PYTHON),$(or $(call is_py,$(PYTHON),3.7),\
 # $(call python_for,X.Y): PY37 for 3.7 (so PYTHON=... applies everywhere), else find_python.
 python_for = $(if $(filter 3.7,$(1)),$(PY37),$(call find_python,$(1)))
 
-ifneq ($(filter test test-matrix reproduce bench venv lock horovod,$(MAKECMDGOALS)),)
+ifneq ($(filter test test-matrix reproduce bench venv lock horovod clients,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
@@ -57,16 +57,18 @@ ifneq ($(filter test test-matrix reproduce bench venv lock horovod,$(MAKECMDGOAL
   endif
 endif
 
-.PHONY: help venv horovod test test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
+.PHONY: help venv horovod clients test test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
 
 help:
 	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
 	@echo 'make reproduce     run keras_opt_legacy.reproduce into results/; ARGS=... passes args'
 	@echo 'make horovod       build (once, cached in $(HOROVOD_CACHE)) and install Horovod'
+	@echo 'make clients       install the client libraries of $(CLIENTS_LOCK) into .venv (make test does)'
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
 	@echo 'make bench         run every bench/*.py'
 	@echo 'make lock          regenerate requirements.lock with pip-compile (hashed)'
-	@echo 'make test-matrix   the suite on every other supported stack (MATRIX=...), .venvs/NAME each'
+	@echo 'make test-matrix   the version-sensitive tests (MATRIX_TESTS=...) on every other supported'
+	@echo '                   stack (MATRIX=...), .venvs/NAME each; MATRIX_TESTS=tests: all of them'
 	@echo 'make lock-matrix   regenerate locks/NAME.txt for MATRIX (hashed)'
 	@echo 'make clean         remove .venv and all build/test/result artifacts'
 	@echo 'make docker-build  build the image $(IMAGE) offline from a host-side wheelhouse'
@@ -98,12 +100,25 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build-horovod.sh
 	sh scripts/build-horovod.sh $(VPY) $(HOROVOD_VERSION) $(HOROVOD_SHA256) '$(HOROVOD_CACHE)'
 	touch $@
 
+# Client libraries the tests run against (bert4keras, keras-lookahead, keras-bert and the
+# keras-* packages keras-bert needs): sdists pinned with sha256 in CLIENTS_LOCK, into .venv
+# only. --no-deps: their declared deps are unpinned and newer releases import tf.keras (see the
+# lock's header); --no-build-isolation: .venv's locked setuptools/wheel build the sdists.
+CLIENTS_LOCK  := locks/clients.txt
+CLIENTS_STAMP := $(VENV)/.clients
+
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(STAMP) $(CLIENTS_LOCK)
+	$(VPY) -m pip install -q --require-hashes --no-deps --no-build-isolation -r $(CLIENTS_LOCK)
+	touch $@
+
 # pytest, then the Docker path when an engine answers (else a visible SKIPPED line).
 # Both always run; either failing fails `make test`.
 # The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD.
 # tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
 CROSS := py3.7-keras2.3.1-tf1.15
-test: $(STAMP) $(HOROVOD_STAMP)
+test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
 	@rc=0; REQUIRE_HOROVOD=1 KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
 	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
@@ -154,7 +169,10 @@ matrix_inputs = tensorflow==$(TF_$(call part,tf,$(1))) keras==$(call part,keras,
 # Made when missing; `make lock-matrix` regenerates those of MATRIX (MATRIX=... for others).
 # pip itself resolves (into a scratch dir: pip-tools 6.4 ignores Requires-Python), then
 # pip-compile pins and hashes exactly what pip chose.
-locks/%.txt: | .venvs/lock-tools-$$(call part,py,$$*)/bin/pip-compile
+# Only the twelve combinations' locks (not locks/clients.txt). The lock tools are made in the
+# recipe, not as a prerequisite: a machine that has the locks never builds them.
+$(MATRIX_ALL:%=locks/%.txt): locks/%.txt:
+	@$(MAKE) --no-print-directory $(call lock_tools,$(call part,py,$*))/bin/pip-compile
 	@tools=$(call lock_tools,$(call part,py,$*)); tmp=$$(mktemp -d); \
 	echo "resolving $@"; \
 	$$tools/bin/python -m pip install -q --target $$tmp $(call matrix_inputs,$*) && \
@@ -181,21 +199,43 @@ MATRIX_WHEELS := .venvs/wheels
 	  sh docker/install.sh .venvs/$*/bin/python --editable
 	touch $@
 
-# The full suite in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
+# What each combination runs: the tests of the code that differs between Keras/TensorFlow/
+# Python versions (the full suite runs on the primary stack, in `make test`). Version checks;
+# checkpoints resumed across versions; every optimizer against its NumPy reference (fused
+# kernels on ref vs Keras 2.3's resource variables, TF 1.14 vs 1.15 kernels) and against
+# Keras's own and tf.train's; determinism (the read/write ordering); state, wrappers and the
+# API (each Keras's built-in weight layouts, lr vs learning_rate, its training loop, saving and
+# loading, Keras's built-ins wrapped); subclassed rules and local classes (their update path,
+# saving and loading); schedules against TensorFlow's own; the README blocks; and Runge-Kutta's
+# own training function under each Keras (its stateful metrics differ).
+# Left out, version-independent: hypothesis properties, the rest of Runge-Kutta (tableau
+# arithmetic), the reproduction, the gradient/config contract, the NumPy reference self-checks,
+# the client libraries and Horovod (both in .venv only) and the Docker lint. A new test file runs on the primary stack
+# only until it is listed here. `make test-matrix MATRIX_TESTS=tests` runs everything (but the
+# Docker lint); a listed file or test that no longer exists fails the run (pytest: not found).
+MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_reference_match.py \
+  tests/test_keras_and_tf.py tests/test_determinism.py tests/test_state.py \
+  tests/test_wrappers.py tests/test_api.py tests/test_extension.py tests/test_schedules.py \
+  tests/test_readme.py \
+  tests/test_runge_kutta.py::test_model_state_and_stateful_metrics_update_once_per_batch_at_the_start \
+  tests/test_runge_kutta.py::test_fit_fit_generator_and_train_on_batch_reduce_the_loss
+
+# MATRIX_TESTS in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
 # README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
 # and back. A summary line per combination at the end; any failure fails the target.
 MATRIX_JOBS ?= 2
 test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
 	@rm -f $(MATRIX:%=.venvs/%.result)
+	@echo '== test-matrix: $(words $(MATRIX)) combination(s), MATRIX_JOBS=$(MATRIX_JOBS), MATRIX_TESTS=$(MATRIX_TESTS)'
 	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) $(MATRIX:%=matrix-run-%)
 	@echo '== test-matrix summary'; cat $(MATRIX:%=.venvs/%.result); \
 	! grep -q '^FAIL' $(MATRIX:%=.venvs/%.result) || { echo 'make test-matrix: FAILED'; exit 1; }
 
-# One combination's suite: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
+# One combination's run of MATRIX_TESTS: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
 # written, so the other runs go on).
 matrix-run-%:
 	@echo "== $* started"; start=$$(date +%s); \
-	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest tests \
+	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest $(MATRIX_TESTS) \
 	  --ignore=tests/test_docker.py -q -p no:cacheprovider $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
 	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
 	printf '%-4s %-24s %5ss  %s\n' $$st $* $$(( $$(date +%s) - start )) \
