@@ -1,6 +1,5 @@
 """The optimizer API contract: construction checks, lr/learning_rate, weights, config and saving,
 and the four ways to train (fit, fit_generator, train_on_batch, apply_gradients)."""
-import os
 import subprocess
 import sys
 
@@ -11,10 +10,10 @@ import tensorflow as tf
 from keras import backend as K
 
 import keras_opt_legacy as kol
+import catalog
 import problems
 import reference
-
-ALL = ['SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl']
+import resume
 
 
 # ---- construction ----------------------------------------------------------------------------
@@ -104,13 +103,14 @@ def _trained(opt, steps=3):
     return problems.train(model, steps, problems.batches(*problems.data()))
 
 
-@pytest.mark.parametrize('name', ALL)
-def test_weights_are_iterations_then_every_slot(name):
-    opt = getattr(kol, name)(**({'momentum': 0.9} if name == 'SGD' else {}))
+@pytest.mark.parametrize('entry, options', catalog.cases('all-slots'))
+def test_weights_are_iterations_then_every_slot(entry, options):
+    opt = catalog.make(entry, options)
     assert opt.weights == []  # as Keras: no state before training builds it
     _trained(opt)
     n_params = 4
-    scalars = ['m_schedule'] if name == 'Nadam' else []
+    scalars = list(entry.scalars)
+    assert tuple(opt.slot_names) == catalog.slots(entry, options)
     assert opt.weights[0] is opt.iterations
     assert opt.weight_names[:1 + len(scalars)] == ['iterations'] + scalars
     assert len(opt.weights) == 1 + len(scalars) + len(opt.slot_names) * n_params
@@ -166,25 +166,15 @@ def test_recompiling_with_the_same_optimizer_keeps_its_state_and_adds_no_variabl
 
 # ---- config and saving -----------------------------------------------------------------------
 
-NON_DEFAULT = {
-    'SGD': dict(lr=0.2, momentum=0.5, nesterov=True, decay=0.01, clipnorm=1.),
-    'RMSprop': dict(lr=0.01, rho=0.8, epsilon=1e-5, clipvalue=0.5),
-    'Adagrad': dict(lr=0.2, epsilon=1e-4, decay=0.1),
-    'Adadelta': dict(lr=0.5, rho=0.9, epsilon=1e-6),
-    'Adam': dict(lr=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4, amsgrad=True, decay=0.2),
-    'Adamax': dict(lr=0.01, beta_1=0.7, beta_2=0.9, epsilon=1e-3),
-    'Nadam': dict(lr=0.01, beta_1=0.8, beta_2=0.9, epsilon=1e-3, schedule_decay=0.01),
-    'Ftrl': dict(lr=0.1, learning_rate_power=-0.7, initial_accumulator_value=0.3,
-                 l1_regularization_strength=0.01, l2_regularization_strength=0.02,
-                 l2_shrinkage_regularization_strength=0.03),
-}
+# Every argument other than its default (catalog kind 'config').
+NON_DEFAULT = catalog.cases('config')
 
 
-@pytest.mark.parametrize('name', ALL)
-def test_config_round_trips_exactly(name):
-    opt = getattr(kol, name)(**NON_DEFAULT[name])
+@pytest.mark.parametrize('entry, options', NON_DEFAULT)
+def test_config_round_trips_exactly(entry, options):
+    opt = catalog.make(entry, options)
     config = opt.get_config()
-    for key, value in NON_DEFAULT[name].items():
+    for key, value in options.items():
         assert config[key] == pytest.approx(value), key
     clone = type(opt).from_config(config)
     assert clone.get_config() == config
@@ -195,39 +185,20 @@ def test_config_round_trips_exactly(name):
 
 def test_custom_objects_lists_every_class_under_its_saved_name():
     objects = kol.custom_objects()
-    for name in ALL:
-        cls = getattr(kol, name)
+    for entry in catalog.ENTRIES:
+        cls = entry.cls
         assert objects[cls.__name__] is cls
-        assert cls.__name__ == 'keras_opt_legacy.' + name
+        assert cls.__name__ == 'keras_opt_legacy.' + entry.name
 
 
-SAVE_AND_RESUME = r'''
-import sys, numpy as np, keras
-sys.path.insert(0, sys.argv[2])
-import keras_opt_legacy, problems
-model = keras.models.load_model(sys.argv[1])  # no custom_objects: importing the package suffices
-assert type(model.optimizer).__name__ == sys.argv[3], type(model.optimizer)
-problems.train(model, 5, lambda i: problems.batches(*problems.data())(i + 5))
-np.save(sys.argv[1] + '.npy', problems.flat(model.get_weights()))
-'''
-
-
-@pytest.mark.parametrize('name', ALL)
-def test_save_and_load_in_a_fresh_process_resumes_exactly(tmp_path, name):
-    batch_of = problems.batches(*problems.data())
-    opt = getattr(kol, name)(**NON_DEFAULT[name])
-    model = problems.mlp()
-    model.compile(opt, 'mse')
-    problems.train(model, 5, batch_of)
-    path = str(tmp_path / 'model.h5')
-    model.save(path)
-    problems.train(model, 5, lambda i: batch_of(i + 5))
-
-    script = tmp_path / 'resume.py'
-    script.write_text(SAVE_AND_RESUME)
-    subprocess.run([sys.executable, str(script), path, os.path.dirname(__file__),
-                    type(opt).__name__], check=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))
-    np.testing.assert_array_equal(np.load(path + '.npy'), problems.flat(model.get_weights()))
+@pytest.mark.parametrize('entry, options', NON_DEFAULT)
+def test_save_and_load_in_a_fresh_process_resumes_exactly(tmp_path, entry, options):
+    """model.save, then keras.models.load_model in a fresh process (no custom_objects:
+    importing the package suffices) loads our class and continues exactly."""
+    opt = catalog.make(entry, options)
+    run = resume.fresh_process(tmp_path, opt, 5, save='keras', load='keras')
+    assert run.there.optimizer == type(opt).__name__
+    np.testing.assert_array_equal(run.there.weights, run.here.weights)
 
 
 def test_keras_builtins_still_load_as_keras_builtins(tmp_path):

@@ -4,62 +4,25 @@ in the process that saved.
 
 The other environment is the Python in $KOL_CROSS_PYTHON (`make test-matrix` sets it to the
 primary .venv's, `make test` to the keras 2.3.1 environment's once that is built); without it
-the tests skip, saying so. This file is also the script the other environment runs.
+the tests skip, saying so. The configurations are the catalog's kind 'cross-version'
+(tests/catalog.py); both environments run them as tests/resume.py's jobs.
 """
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import catalog
+import resume
+
 STEPS = 7  # mid-cycle for the accumulation and Lookahead configurations
 # Measured: bit for bit (0.0) between keras 2.2.4 + TF 1.15 (Python 3.7) and keras 2.2.5 + TF 1.14,
 # 2.3.1 + TF 1.14 and 2.3.1 + TF 1.15 (Python 3.6 and 3.7), both ways.
 TOLERANCE = 1e-7
+DATA_SIZE = 256
 
-CONFIGS = {  # name -> the optimizer, as source (so the other process builds the same one)
-    'adam-amsgrad': 'kol.Adam(0.01, amsgrad=True)',
-    'nadam': 'kol.Nadam()',
-    'rmsprop-decay': 'kol.RMSprop(decay=0.1)',
-    'sgd-schedule': 'kol.SGD(schedules.CosineDecay(0.05, 9), momentum=0.9, nesterov=True)',
-    'adadelta-formulas': 'kol.Adadelta(fused=False)',
-    'accumulation-lookahead': 'kol.Lookahead(kol.GradientAccumulation(kol.Adam(0.01), 4), 2)',
-    'accumulation-over-keras-rmsprop': 'kol.GradientAccumulation(keras.optimizers.RMSprop(), 3)',
-    'skip-over-keras-nadam': 'kol.SkipNonFinite(keras.optimizers.Nadam())',
-}
-
-
-def run(directory, mode):
-    """In this process: 'save' trains STEPS steps per configuration, saves, then continues STEPS
-    more into NAME.expected.npy; 'resume' loads each checkpoint and continues into NAME.npy."""
-    sys.path.insert(0, HERE)
-    import keras
-    import tensorflow as tf
-    from keras import backend as K
-    import keras_opt_legacy as kol
-    from keras_opt_legacy import schedules  # noqa: F401 (used by CONFIGS)
-    import problems
-    batch_of = problems.batches(*problems.data(n=256), size=16)
-    for name, source in CONFIGS.items():
-        K.clear_session()
-        path = os.path.join(directory, name + '.h5')
-        if mode == 'save':
-            model = problems.mlp()
-            model.compile(eval(source), 'mse')
-            problems.train(model, STEPS, batch_of)
-            kol.save_model(model, path)
-            out = path + '.expected.npy'
-        else:
-            model = kol.load_model(path)
-            out = path + '.npy'
-        problems.train(model, STEPS, lambda i: batch_of(i + STEPS))
-        np.save(out, problems.flat(model.get_weights()))
-    with open(os.path.join(directory, mode + '.json'), 'w') as f:
-        json.dump({'keras': keras.__version__, 'tensorflow': tf.__version__,
-                   'python': '%d.%d' % sys.version_info[:2]}, f)
+CONFIGS = [case.id for case in catalog.cases('cross-version')]
 
 
 def other_python():
@@ -72,34 +35,25 @@ def other_python():
     return python
 
 
-def in_other(python, directory, mode):
-    env = dict(os.environ, PYTHONHASHSEED='0')
-    subprocess.run([python, os.path.abspath(__file__), directory, mode], check=True, env=env)
-
-
 @pytest.mark.parametrize('direction', ['saved-here', 'saved-there'])
 def test_a_checkpoint_resumes_identically_in_the_other_environment(tmp_path, direction):
-    python = other_python()
+    """Each configuration trains STEPS steps, is saved (kol.save_model) and continues STEPS more
+    in one environment; the other loads it (kol.load_model) and continues the same steps."""
+    here, there = (sys.executable, None), (other_python(), {'PYTHONHASHSEED': '0'})
+    (saver, saver_env), (loader, loader_env) = \
+        (here, there) if direction == 'saved-here' else (there, here)
     directory = str(tmp_path)
-    if direction == 'saved-here':
-        subprocess.run([sys.executable, os.path.abspath(__file__), directory, 'save'], check=True)
-        in_other(python, directory, 'resume')
-    else:
-        in_other(python, directory, 'save')
-        subprocess.run([sys.executable, os.path.abspath(__file__), directory, 'resume'],
-                       check=True)
-    with open(os.path.join(directory, 'save.json')) as f, \
-            open(os.path.join(directory, 'resume.json')) as g:
-        stacks = 'saved under %s, resumed under %s' % (json.load(f), json.load(g))
-    diffs = {}
-    for name in CONFIGS:
-        path = os.path.join(directory, name + '.h5')
-        diffs[name] = float(np.max(np.abs(np.load(path + '.npy') -
-                                          np.load(path + '.expected.npy'))))
+    data = dict(data_size=DATA_SIZE, batch_size=16)
+    saves = [dict(do='save', case=case, path=os.path.join(directory, case + '.h5'), steps=STEPS,
+                  then=STEPS, save='kol', **data) for case in CONFIGS]
+    saved, saved_under = resume.in_fresh_process(saves, directory, saver, saver_env)
+    loads = [dict(do='resume', path=job['path'], start=STEPS, steps=STEPS, load='kol', **data)
+             for job in saves]
+    resumed, resumed_under = resume.in_fresh_process(loads, directory, loader, loader_env)
+
+    stacks = 'saved under %s, resumed under %s' % (saved_under, resumed_under)
+    diffs = {case: float(np.max(np.abs(there.weights - here_.weights)))
+             for case, (_, here_), there in zip(CONFIGS, saved, resumed)}
     print('%s: largest difference per configuration %s' % (stacks, diffs))
-    bad = {name: d for name, d in diffs.items() if not d <= TOLERANCE}
+    bad = {case: d for case, d in diffs.items() if not d <= TOLERANCE}
     assert not bad, '%s: continuations differ by more than %g: %s' % (stacks, TOLERANCE, bad)
-
-
-if __name__ == '__main__':
-    run(*sys.argv[1:])

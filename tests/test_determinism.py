@@ -5,43 +5,34 @@ import pytest
 from keras import backend as K
 
 import keras_opt_legacy as kol
+import catalog
 import problems
 import reference
 
 STEPS, RUNS = 40, 5
 
-# Every case reads `iterations` (legacy decay, bias corrections) and writes several slots; the
-# defaults run TF's fused kernel where one exists, so the fusable ones also run with fused=False.
-CASES = [
-    ('SGD', {'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'decay': 0.05}),
-    ('RMSprop', {'lr': 0.01, 'decay': 0.05}),
-    ('Adagrad', {'lr': 0.1, 'decay': 0.05}),
-    ('Adadelta', {'lr': 1.0, 'decay': 0.05}),
-    ('Adam', {'lr': 0.01, 'decay': 0.05, 'amsgrad': True}),
-    ('Adamax', {'lr': 0.02, 'decay': 0.05}),
-    ('Nadam', {'lr': 0.01, 'decay': 0.05}),
-    ('Ftrl', {'lr': 0.5, 'decay': 0.05, 'l1_regularization_strength': 0.01}),
-    ('Adam', {'lr': 0.01, 'decay': 0.05}),
-]
-CASES += [(name, dict(options, fused=False)) for name, options in CASES
-          if name in ('Adadelta', 'Adam', 'Adamax', 'Ftrl') and not options.get('amsgrad')]
-IDS = [name + ('-formula' if 'fused' in options else '-amsgrad' if 'amsgrad' in options else '')
-       for name, options in CASES]
+# Every case (catalog kind 'determinism') reads `iterations` (legacy decay, bias corrections)
+# and writes several slots. Each runs on both paths: the default (TF's fused kernel where one
+# exists, in-place updates elsewhere) and fused=False (the formula graph).
+CASES = [pytest.param(entry, dict(option.kwargs, **path),
+                      id=catalog.case_id(entry, option) + suffix)
+         for entry, option in catalog.options_of('determinism')
+         for path, suffix in [({}, ''), ({'fused': False}, '-formula')]]
 
 
-def trajectory(name, options):
+def trajectory(entry, options):
     """The flat weights after each step of STEPS train_on_batch steps, in a fresh graph."""
     K.clear_session()
-    return problems.trajectory(getattr(kol, name)(**options), STEPS)
+    return problems.trajectory(catalog.make(entry, options), STEPS)
 
 
-@pytest.mark.parametrize('name, options', CASES, ids=IDS)
-def test_training_is_bitwise_reproducible(name, options):
+@pytest.mark.parametrize('entry, options', CASES)
+def test_training_is_bitwise_reproducible(entry, options):
     """Five fresh-graph runs of 40 steps give bitwise identical trajectories."""
-    first = trajectory(name, options)
+    first = trajectory(entry, options)
     assert np.abs(first[-1] - problems.flat(problems.initial_weights())).sum() > 0.1
     for run in range(1, RUNS):
-        again = trajectory(name, options)
+        again = trajectory(entry, options)
         assert np.array_equal(first, again), 'run %d differs from run 0 from step %d on' % (
             run, np.argmax(np.any(first != again, axis=1)))
 

@@ -15,10 +15,11 @@ import tensorflow as tf
 from keras import backend as K
 
 import keras_opt_legacy as kol
+import catalog
 import problems
 from horovod_required import horovod_or_skip
 
-ABSTRACT = {'OptimizerBase', 'Optimizer', 'Wrapper', 'InjectOptimizer', '_AdamFamily'}
+ABSTRACT = catalog.BASES  # base classes, not optimizers by themselves
 
 
 def package_classes():
@@ -74,9 +75,10 @@ def other_values(name, default):
 
 
 def test_every_class_is_found():
+    """Every class of the catalog (each optimizer of the public namespace, see test_catalog),
+    and Horovod's."""
     names = {cls.__qualname__ for cls in CLASSES}
-    assert {'SGD', 'Adam', 'Ftrl', 'GradientAccumulation', 'Lookahead', 'SkipNonFinite',
-            'Heun', 'RK45', 'RungeKutta', 'AdaptiveRungeKutta'} <= names
+    assert {entry.name for entry in catalog.ENTRIES} <= names
     if horovod_or_skip(skip=False):
         assert {'DistributedOptimizer', 'PeriodicAveraging'} <= names
 

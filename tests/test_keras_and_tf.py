@@ -12,6 +12,7 @@ from keras import backend as K
 
 import keras_opt_legacy as kol
 from keras_opt_legacy import compat
+import catalog
 import problems
 
 STEPS = 40
@@ -46,36 +47,19 @@ def keras_trajectory(optimizer):
     return problems.trajectory(optimizer, STEPS)
 
 
-KERAS_CASES = [
-    ('SGD', {'lr': 0.1}),
-    ('SGD', {'lr': 0.1, 'momentum': 0.9}),
-    ('SGD', {'lr': 0.1, 'momentum': 0.9, 'nesterov': True}),
-    ('SGD', {'lr': 0.1, 'decay': 0.05}),
-    ('SGD', {'lr': 0.1, 'momentum': 0.9, 'decay': 0.05}),
-    ('RMSprop', {'lr': 0.01}),
-    ('RMSprop', {'lr': 0.01, 'decay': 0.05}),
-    ('Adagrad', {'lr': 0.1}),
-    ('Adagrad', {'lr': 0.1, 'decay': 0.05}),
-    ('Adadelta', {'lr': 1.0}),
-    ('Adadelta', {'lr': 1.0, 'decay': 0.05}),
-    # Beyond what `gated` allows: with `ordered`, Keras's Adam family compares exactly too.
-    ('Adam', {'lr': 0.01}),
-    ('Adam', {'lr': 0.01, 'amsgrad': True, 'decay': 0.05}),
-    ('Adamax', {'lr': 0.02, 'decay': 0.05}),
-    ('Nadam', {'lr': 0.01, 'schedule_decay': 0.1}),  # Keras 2.2.4's Nadam has no decay
-]
+# Catalog kind 'keras': options Keras's built-in takes too (Keras 2.2.4's Nadam has no decay).
+# Beyond what `gated` allows: with `ordered`, Keras's Adam family compares exactly too.
+KERAS_CASES = catalog.cases('keras')
 
 
 @pytest.mark.parametrize('fused', [False, True], ids=['formula', 'fused'])
-@pytest.mark.parametrize('name, options', KERAS_CASES,
-                         ids=['%s-%s' % (n, ','.join('%s=%s' % kv for kv in sorted(o.items())))
-                              for n, o in KERAS_CASES])
-def test_same_trajectory_as_keras(name, options, fused):
+@pytest.mark.parametrize('entry, options', KERAS_CASES)
+def test_same_trajectory_as_keras(entry, options, fused):
     """40 train_on_batch steps of ours and of Keras 2.2.4's own optimizer (race-free): the formula
     path is bitwise Keras's at every step; a fused kernel rounds differently, within 1e-6."""
-    ours = keras_trajectory(getattr(kol, name)(fused=fused, **options))
+    ours = keras_trajectory(catalog.make(entry, options, fused=fused))
     K.clear_session()
-    theirs = keras_trajectory(ordered(getattr(keras.optimizers, name))(**options))
+    theirs = keras_trajectory(ordered(getattr(keras.optimizers, entry.keras))(**options))
     assert np.abs(theirs[-1] - problems.flat(problems.initial_weights())).sum() > 0.1
     if fused:
         assert np.abs(ours - theirs).max() <= 1e-6

@@ -201,5 +201,12 @@ def test_in_place_and_dtype_kept():
 
 
 def test_registry_lists_all_eight():
-    assert sorted(R.REFERENCES) == sorted(
-        ['SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl'])
+    """One reference per update rule of the catalog (all eight, and a new one once its entry
+    is added; tests/test_catalog.py checks the catalog lists every class of the package)."""
+    import catalog
+    rules = catalog.rules()
+    assert sorted(R.REFERENCES) == sorted(entry.name for entry in rules)
+    assert {'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl'} <= set(
+        R.REFERENCES)
+    for entry in rules:
+        assert entry.reference is R.REFERENCES[entry.name]

@@ -1,9 +1,5 @@
 """Learning-rate schedules: TensorFlow 1.15's own values at every step 0..2000, training that
 follows the NumPy reference, exact resume in a fresh process, callbacks, bad input."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import keras
@@ -14,6 +10,7 @@ import keras_opt_legacy as kol
 from keras_opt_legacy import schedules
 import problems
 import reference
+import resume
 
 TF_SCHEDULES = tf.keras.optimizers.schedules
 TF_EXPERIMENTAL = tf.keras.experimental
@@ -112,42 +109,16 @@ def test_config_nests_the_schedule_and_round_trips():
     np.testing.assert_array_equal(values(clone._schedule, steps), values(lr, steps))
 
 
-RESUME = r'''
-import sys, numpy as np, keras
-sys.path.insert(0, sys.argv[2])
-import keras_opt_legacy as kol, problems
-model = keras.models.load_model(sys.argv[1])
-batch_of = problems.batches(*problems.data())
-rates = []
-for i in range(15, 30):
-    rates.append(kol.current_learning_rate(model.optimizer))
-    model.train_on_batch(*batch_of(i))
-np.save(sys.argv[1] + '.rates.npy', rates)
-np.save(sys.argv[1] + '.weights.npy', problems.flat(model.get_weights()))
-'''
-
-
 def test_save_load_in_a_fresh_process_continues_the_schedule(tmp_path):
+    """model.save after 15 steps, keras.models.load_model in a fresh process: the next 15
+    steps' rates and weights equal this process's."""
     make = lambda: kol.SGD(lr=schedules.Warmup(schedules.ExponentialDecay(0.2, 5, 0.8), 6),
                            momentum=0.5)
-    batch_of = problems.batches(*problems.data())
-    model = problems.mlp()
-    model.compile(make(), 'mse')
-    rates = []
-    for i in range(30):
-        if i == 15:
-            path = str(tmp_path / 'model.h5')
-            model.save(path)
-        rates.append(kol.current_learning_rate(model.optimizer))
-        model.train_on_batch(*batch_of(i))
+    run = resume.fresh_process(tmp_path, make(), 15, save='keras', load='keras', rates=True)
+    rates = np.concatenate([run.before.rates, run.here.rates])
     assert len(set(np.round(rates, 7))) > 20  # warm-up then decay: the rate changes every step
-
-    script = tmp_path / 'resume.py'
-    script.write_text(RESUME)
-    subprocess.run([sys.executable, str(script), path, os.path.dirname(__file__)], check=True)
-    np.testing.assert_array_equal(np.load(path + '.rates.npy'), np.array(rates[15:]))
-    np.testing.assert_array_equal(np.load(path + '.weights.npy'),
-                                  problems.flat(model.get_weights()))
+    np.testing.assert_array_equal(run.there.rates, run.here.rates)
+    np.testing.assert_array_equal(run.there.weights, run.here.weights)
 
 
 def test_scheduled_lr_reads_but_refuses_to_be_set():

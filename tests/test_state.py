@@ -13,23 +13,15 @@ import tensorflow as tf
 from keras import backend as K
 
 import keras_opt_legacy as kol
-from keras_opt_legacy import compat, schedules
+from keras_opt_legacy import builtin, schedules
 from keras_opt_legacy.callbacks import Checkpoint
+import catalog
 import problems
+import resume
 
 X, Y = problems.data(n=256)
 BATCH_OF = problems.batches(X, Y, 16)
 N = 6
-
-OURS = [lambda: kol.SGD(0.1, momentum=0.9, nesterov=True), lambda: kol.RMSprop(decay=0.1),
-        lambda: kol.Adagrad(), lambda: kol.Adadelta(), lambda: kol.Adam(0.01, amsgrad=True),
-        lambda: kol.Adamax(), lambda: kol.Nadam(), lambda: kol.Ftrl(0.5),
-        lambda: kol.GradientAccumulation(kol.Adam(0.01), 4),
-        lambda: kol.Lookahead(kol.RMSprop(), 2),
-        lambda: kol.SkipNonFinite(kol.Adam(0.01)),
-        lambda: kol.GradientAccumulation(problems.gated(keras.optimizers.Adagrad)(), 3)]
-OURS_IDS = ['SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
-            'accumulation', 'lookahead', 'skip-nonfinite', 'accumulation-over-keras']
 
 
 def compiled(optimizer, weights=None):
@@ -45,8 +37,9 @@ def train(model, steps, start=0):
 
 # ---- reset -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('make', OURS, ids=OURS_IDS)
-def test_after_reset_the_next_steps_equal_a_fresh_optimizer(make):
+@pytest.mark.parametrize('entry, options', catalog.cases('reset'))
+def test_after_reset_the_next_steps_equal_a_fresh_optimizer(entry, options):
+    make = lambda: catalog.make(entry, options)  # noqa: E731
     model = compiled(make())
     train(model, N)
     weights_at_reset = model.get_weights()
@@ -58,10 +51,9 @@ def test_after_reset_the_next_steps_equal_a_fresh_optimizer(make):
     np.testing.assert_array_equal(train(fresh, 2 * N, start=N), after_reset)
 
 
-@pytest.mark.parametrize('name', ['SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax',
-                                  'Nadam'])
-def test_reset_works_on_keras_builtins(name):
-    options = {'momentum': 0.9} if name == 'SGD' else {}
+@pytest.mark.parametrize('entry, options', catalog.cases('all-slots', lambda e: e.keras))
+def test_reset_works_on_keras_builtins(entry, options):
+    name = entry.keras
     optimizer = getattr(keras.optimizers, name)(**options)
     model = compiled(optimizer)
     train(model, N)
@@ -74,7 +66,7 @@ def test_reset_works_on_keras_builtins(name):
         assert K.get_value(optimizer.m_schedule) == 1.
     np.testing.assert_array_equal(problems.flat(model.get_weights()),
                                   problems.flat(weights_at_reset))
-    if name in ('SGD', 'RMSprop', 'Adagrad', 'Adadelta'):  # deterministic with the gate only
+    if not entry.keras_races:  # deterministic with the gate only
         K.clear_session()
         gated = problems.gated(getattr(keras.optimizers, name))
         model = compiled(gated(**options))
@@ -180,19 +172,18 @@ def test_strict_loading_lists_every_mismatch_and_assigns_nothing(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('name, options', [('SGD', {'lr': 0.1, 'momentum': 0.9}),
-                                           ('Adam', {}), ('Adam', {'amsgrad': True}),
-                                           ('Nadam', {}), ('RMSprop', {})])
-def test_keras_builtin_checkpoints_load_into_ours(tmp_path, name, options):
+@pytest.mark.parametrize('entry, options', catalog.cases('keras-checkpoint'))
+def test_keras_builtin_checkpoints_load_into_ours(tmp_path, entry, options):
+    name = entry.keras
     path = str(tmp_path / 'keras.h5')
     keras_model = compiled(getattr(keras.optimizers, name)(**options))
     train(keras_model, N)
     keras_model.save(path)
     params = keras_model._collected_trainable_weights
-    saved = dict(zip(compat.keras_weight_names(name, len(keras_model.optimizer.weights), params),
+    saved = dict(zip(builtin.weight_names(name, len(keras_model.optimizer.weights), params),
                      keras_model.optimizer.get_weights()))
 
-    ours = compiled(getattr(kol, name)(**options))
+    ours = compiled(catalog.make(entry, options))
     ours.load_weights(path)
     kol.load_optimizer_state(ours, path)
     state = dict(zip(ours.optimizer.weight_names, ours.optimizer.get_weights()))
@@ -207,7 +198,7 @@ def test_keras_builtin_checkpoints_load_into_ours(tmp_path, name, options):
             # (Keras's own value drifts from it: its steps read `iterations` before or after
             # the increment, at random; about 0.1% after 6 steps here.)
         else:  # not saved by Keras 2.2
-            assert (state_name, name, value) == ('iterations', 'RMSprop', 0)
+            assert (state_name, entry.name, value) == ('iterations', 'RMSprop', 0)
     before = problems.flat(ours.get_weights())
     after = train(ours, N, start=N)
     assert np.all(np.isfinite(after)) and not np.array_equal(after, before)
@@ -249,16 +240,6 @@ def test_strict_loading_runs_no_code_from_the_file(tmp_path):
 
 # ---- exact resume in a fresh process ---------------------------------------------------------
 
-RESUME = r'''
-import sys, numpy as np
-sys.path.insert(0, sys.argv[2])
-import keras_opt_legacy as kol, problems
-model = kol.load_model(sys.argv[1])
-batch_of = problems.batches(*problems.data(n=256), size=16)
-problems.train(model, int(sys.argv[3]), lambda i: batch_of(i + int(sys.argv[3])))
-np.save(sys.argv[1] + '.npy', problems.flat(model.get_weights()))
-'''
-
 SCHEDULES = [schedules.ExponentialDecay(0.05, 3, 0.7, staircase=True),
              schedules.PiecewiseConstantDecay([2, 7], [0.05, 0.02, 0.01]),
              schedules.PolynomialDecay(0.05, 4, 0.001, power=2., cycle=True),
@@ -273,40 +254,17 @@ def test_every_schedule_resumes_exactly_in_a_fresh_process(tmp_path, schedule):
 
 
 def check_fresh_process_resume(tmp_path, make, steps=N):
-    path = str(tmp_path / 'model.h5')
-    model = compiled(make())
-    train(model, steps)
-    kol.save_model(model, path)
-    expected = train(model, steps, start=steps)
-    script = tmp_path / 'resume.py'
-    script.write_text(RESUME)
-    subprocess.run([sys.executable, str(script), path, os.path.dirname(__file__), str(steps)],
-                   check=True)
-    np.testing.assert_array_equal(np.load(path + '.npy'), expected)
+    """kol.save_model after `steps` batches, kol.load_model in a fresh process (which injects
+    an optimizer that needs it): the continuation equals this process's, step by step."""
+    run = resume.fresh_process(tmp_path, make(), steps, data_size=len(X))
+    np.testing.assert_array_equal(run.there.weights, run.here.weights)
 
 
-@pytest.mark.parametrize('make', OURS[8:11] + [
-    lambda: kol.SkipNonFinite(kol.Lookahead(kol.GradientAccumulation(kol.Adamax(), 4), 2)),
-    lambda: kol.GradientAccumulation(kol.Adam(), 4, model_updates='with_update'),
-    lambda: kol.Heun(0.05), lambda: kol.RK23(0.05)],
-    ids=['accumulation', 'lookahead', 'skip-nonfinite', 'all-three', 'with-update-injected',
-         'heun', 'rk23-adaptive'])
-def test_every_wrapper_and_inject_optimizer_resumes_exactly_in_a_fresh_process(tmp_path, make):
-    optimizer = make()
-    if getattr(optimizer, 'needs_inject', False):
-        model = compiled(optimizer)
-        optimizer.inject(model)
-        train(model, 7)
-        path = str(tmp_path / 'model.h5')
-        kol.save_model(model, path)
-        expected = train(model, 7, start=7)
-        script = tmp_path / 'resume.py'
-        script.write_text(RESUME)
-        subprocess.run([sys.executable, str(script), path, os.path.dirname(__file__), '7'],
-                       check=True)
-        np.testing.assert_array_equal(np.load(path + '.npy'), expected)
-    else:
-        check_fresh_process_resume(tmp_path, make, steps=7)  # 7 batches: mid-cycle
+@pytest.mark.parametrize('entry, options', catalog.cases('resume'))
+def test_every_wrapper_and_inject_optimizer_resumes_exactly_in_a_fresh_process(tmp_path, entry,
+                                                                               options):
+    check_fresh_process_resume(tmp_path, lambda: catalog.make(entry, options),
+                               steps=7)  # 7 batches: mid-cycle
 
 
 # ---- crash-safe checkpoints ------------------------------------------------------------------

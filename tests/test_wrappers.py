@@ -1,9 +1,5 @@
 """Gradient accumulation equals the large batch (for ours and Keras's built-ins), Lookahead
 follows its reference, the wrappers compose in either order, and state saves and resumes."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import keras
@@ -12,16 +8,16 @@ from keras import backend as K
 
 import keras_opt_legacy as kol
 from keras_opt_legacy.reproduce.posts import NaiveSoftBatchSGD
+import catalog
 import problems
 import reference
+import resume
 
 X, Y = problems.data(n=640)
 UPDATES = 12
 
-CONFIGS = [('SGD', {'lr': 0.1}), ('SGD', {'lr': 0.1, 'momentum': 0.9, 'nesterov': True}),
-           ('RMSprop', {}), ('Adagrad', {}), ('Adadelta', {}), ('Adam', {'lr': 0.01}),
-           ('Adam', {'lr': 0.01, 'amsgrad': True}), ('Adamax', {}), ('Nadam', {})]
-RACING = {'Adam', 'Adamax', 'Nadam'}  # Keras 2.2.4's versions read `iterations` unordered
+# Catalog kind 'accumulation': every rule with a Keras counterpart.
+CONFIGS = catalog.cases('accumulation')
 
 
 def trained(optimizer, batch_size, steps):
@@ -45,18 +41,19 @@ def check_equals_large_batch(make_large, make_inner):
     assert K.get_value(model.optimizer.iterations) == 4 * UPDATES
 
 
-@pytest.mark.parametrize('name, options', CONFIGS, ids=['%s%s' % c for c in CONFIGS])
-def test_accumulating_ours_equals_the_large_batch(name, options):
-    check_equals_large_batch(lambda: getattr(kol, name)(**options),
-                             lambda: getattr(kol, name)(**options))
+@pytest.mark.parametrize('entry, options', CONFIGS)
+def test_accumulating_ours_equals_the_large_batch(entry, options):
+    check_equals_large_batch(lambda: catalog.make(entry, options),
+                             lambda: catalog.make(entry, options))
 
 
-@pytest.mark.parametrize('name, options', CONFIGS, ids=['%s%s' % c for c in CONFIGS])
-def test_accumulating_keras_builtins_equals_the_large_batch(name, options):
+@pytest.mark.parametrize('entry, options', CONFIGS)
+def test_accumulating_keras_builtins_equals_the_large_batch(entry, options):
     """The large batch runs Keras's own arithmetic without its races: Keras's class with the
-    gradient gate, or for the optimizers that read `iterations` ours (the same formulas)."""
-    keras_class = getattr(keras.optimizers, name)
-    large = (lambda: getattr(kol, name)(**options)) if name in RACING else \
+    gradient gate, or for the optimizers that read `iterations` (Keras 2.2.4's versions read it
+    unordered: the entry's `keras_races`) ours (the same formulas)."""
+    keras_class = getattr(keras.optimizers, entry.keras)
+    large = (lambda: catalog.make(entry, options)) if entry.keras_races else \
         (lambda: problems.gated(keras_class)(**options))
     check_equals_large_batch(large, lambda: keras_class(**options))
 
@@ -143,17 +140,6 @@ def test_weights_list_every_piece_of_state():
     assert len({id(w) for w in opt.weights}) == len(opt.weights)
 
 
-RESUME = r'''
-import sys, numpy as np, keras
-sys.path.insert(0, sys.argv[2])
-import keras_opt_legacy, problems
-model = keras.models.load_model(sys.argv[1])
-batch_of = problems.batches(*problems.data(n=640), size=16)
-problems.train(model, 14, lambda i: batch_of(i + 6))
-np.save(sys.argv[1] + '.npy', problems.flat(model.get_weights()))
-'''
-
-
 @pytest.mark.parametrize('make', [
     lambda: kol.GradientAccumulation(kol.Nadam(), 4),
     lambda: kol.GradientAccumulation(keras.optimizers.Adam(amsgrad=True), 4),
@@ -161,14 +147,11 @@ np.save(sys.argv[1] + '.npy', problems.flat(model.get_weights()))
     lambda: kol.GradientAccumulation(kol.Lookahead(kol.RMSprop(decay=0.1), 2), 4),
 ], ids=['ours', 'keras-adam', 'lookahead-over-keras-nadam', 'lookahead-inside'])
 def test_save_mid_cycle_and_resume_in_a_fresh_process(tmp_path, make):
-    model = trained(make(), 16, 6)  # 6 micro-batches: mid-cycle
-    path = str(tmp_path / 'model.h5')
-    model.save(path)
-    problems.train(model, 14, lambda i: problems.batches(X, Y, 16)(i + 6))
-    script = tmp_path / 'resume.py'
-    script.write_text(RESUME)
-    subprocess.run([sys.executable, str(script), path, os.path.dirname(__file__)], check=True)
-    np.testing.assert_array_equal(np.load(path + '.npy'), weights_of(model))
+    """model.save after 6 micro-batches (mid-cycle), keras.models.load_model in a fresh
+    process: its next 14 steps equal this process's."""
+    run = resume.fresh_process(tmp_path, make(), 6, 14, data_size=len(X), save='keras',
+                               load='keras')
+    np.testing.assert_array_equal(run.there.weights, run.here.weights)
 
 
 def test_config_round_trips_with_the_inner_optimizer():
