@@ -11,7 +11,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
 # Horovod's runtime deps (Horovod itself is built from its sdist: see `make horovod`).
-HOROVOD_DEPS := cloudpickle psutil pyyaml
+# PyYAML below 6: Keras 2.2's model_from_yaml calls yaml.load() without a Loader.
+HOROVOD_DEPS := cloudpickle psutil 'pyyaml<6'
 # Top-level inputs of requirements.lock (`make lock` resolves them + all transitive deps).
 LOCK_INPUTS := tensorflow==1.15.5 keras==2.2.4 protobuf==3.20.3 h5py==2.10.0 \
                numpy==1.18.5 pytest hypothesis scikit-learn matplotlib \
@@ -119,7 +120,7 @@ $(CLIENTS_STAMP): $(STAMP) $(CLIENTS_LOCK)
 # tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
 CROSS := py3.7-keras2.3.1-tf1.15
 test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
-	@rc=0; REQUIRE_HOROVOD=1 KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
+	@rc=0; REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
 	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
@@ -164,7 +165,8 @@ TF_1.15    := 1.15.5
 # gast 0.2.2 as TF 1.15 pins it (newer gast breaks TF 1.14's autograph). No hadolint: the
 # Docker checks (tests/test_docker.py) stay on the primary stack.
 matrix_inputs = tensorflow==$(TF_$(call part,tf,$(1))) keras==$(call part,keras,$(1)) \
-  'protobuf<3.21' h5py==2.10.0 numpy==1.18.5 gast==0.2.2 pytest hypothesis scikit-learn matplotlib
+  'protobuf<3.21' h5py==2.10.0 numpy==1.18.5 gast==0.2.2 'pyyaml<6' pytest hypothesis \
+  scikit-learn matplotlib
 
 # Made when missing; `make lock-matrix` regenerates those of MATRIX (MATRIX=... for others).
 # pip itself resolves (into a scratch dir: pip-tools 6.4 ignores Requires-Python), then
@@ -206,17 +208,19 @@ MATRIX_WHEELS := .venvs/wheels
 # Keras's own and tf.train's; determinism (the read/write ordering); state, wrappers and the
 # API (each Keras's built-in weight layouts, lr vs learning_rate, its training loop, saving and
 # loading, Keras's built-ins wrapped); subclassed rules and local classes (their update path,
-# saving and loading); schedules against TensorFlow's own; the README blocks; and Runge-Kutta's
-# own training function under each Keras (its stateful metrics differ).
+# saving and loading); hardening (file loading, checkpoints, floatx); schedules against
+# TensorFlow's own; the README blocks; and Runge-Kutta's own training function under each Keras
+# (its stateful metrics differ).
 # Left out, version-independent: hypothesis properties, the rest of Runge-Kutta (tableau
 # arithmetic), the reproduction, the gradient/config contract, the NumPy reference self-checks,
-# the client libraries and Horovod (both in .venv only) and the Docker lint. A new test file runs on the primary stack
-# only until it is listed here. `make test-matrix MATRIX_TESTS=tests` runs everything (but the
-# Docker lint); a listed file or test that no longer exists fails the run (pytest: not found).
+# the client libraries and Horovod (both in .venv only) and the Docker lint. A new test file
+# runs on the primary stack only until it is listed here. `make test-matrix MATRIX_TESTS=tests`
+# runs everything (but the Docker lint); a listed file or test that no longer exists fails the
+# run (pytest: not found).
 MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_reference_match.py \
   tests/test_keras_and_tf.py tests/test_determinism.py tests/test_state.py \
   tests/test_wrappers.py tests/test_api.py tests/test_extension.py tests/test_schedules.py \
-  tests/test_readme.py \
+  tests/test_readme.py tests/test_hardening.py \
   tests/test_runge_kutta.py::test_model_state_and_stateful_metrics_update_once_per_batch_at_the_start \
   tests/test_runge_kutta.py::test_fit_fit_generator_and_train_on_batch_reduce_the_loss
 

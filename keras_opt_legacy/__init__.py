@@ -10,7 +10,7 @@ from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, AdamBase, Adam, Adamax
 from .wrappers import Wrapper, GradientAccumulation, Lookahead, SkipNonFinite
 from .runge_kutta import (InjectOptimizer, RungeKutta, AdaptiveRungeKutta,
                           Heun, Midpoint, RK4, RK23, RK45)
-from .state import (load_model, load_optimizer_state, reset_optimizer,
+from .state import (load_model, load_optimizer_state, load_weights, reset_optimizer,
                     save_model)
 from . import callbacks
 from . import schedules
@@ -20,5 +20,5 @@ __all__ = ['Optimizer', 'AdamBase', 'Wrapper', 'PreparedStep', 'register', 'chec
            'current_learning_rate', 'custom_objects', 'schedules',
            'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
            'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'callbacks', 'load_model',
-           'load_optimizer_state', 'reset_optimizer', 'save_model', 'InjectOptimizer',
+           'load_optimizer_state', 'load_weights', 'reset_optimizer', 'save_model', 'InjectOptimizer',
            'RungeKutta', 'AdaptiveRungeKutta', 'Heun', 'Midpoint', 'RK4', 'RK23', 'RK45']

@@ -119,9 +119,10 @@ def is_counter(name):
 COUNTER_LIMIT = 2 ** 63  # int64 counters
 
 
-def check_state_value(name, value, dtype, consequence='; nothing was set'):
+def check_state_value(name, value, dtype, non_negative=False, consequence='; nothing was set'):
     """Raise a ValueError naming the state `name` unless `value` can be the value of a variable
-    of `dtype`: finite; for an integer variable (a counter) a whole number in [0, 2^63)."""
+    of `dtype`: finite; for an integer variable (a counter) a whole number in [0, 2^63); if
+    `non_negative` (squares, maxima of |g|), not negative."""
     value = np.asarray(value)
     problem = None
     if value.dtype.kind == 'f' and not np.all(np.isfinite(value)):
@@ -129,6 +130,8 @@ def check_state_value(name, value, dtype, consequence='; nothing was set'):
     elif np.dtype(dtype).kind in 'iu' and (np.any(value < 0) or np.any(value >= COUNTER_LIMIT)
                                            or np.any(value != np.round(value))):
         problem = 'is a step counter: a whole number in [0, 2^63), got %s' % (value,)
+    elif non_negative and np.any(value < 0):
+        problem = 'holds squares or maxima: it cannot be negative'
     if problem:
         raise ValueError('state %r %s%s' % (name, problem, consequence))
 
@@ -180,6 +183,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
     """
 
     slot_names = ()  # per-parameter state, in `weights` order
+    non_negative_slots = ()  # those that hold squares or maxima: a negative value is corrupt
     needs_inject = False  # whether training needs opt.inject(model) after compile
     inject_reason = 'drives the train function itself'  # why, for the error message
     _injecting = False
@@ -187,6 +191,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
     def __init__(self, **kwargs):
         super(OptimizerBase, self).__init__(**kwargs)
         self._slots = {}  # parameter -> {slot name: variable}
+        self.non_negative_names = set()  # state names that cannot be negative (set_weights)
         self._scalars = []  # (name, variable): scalar state after `iterations` in `weights`
         self.weight_names = []
         with K.name_scope(label(type(self))) as scope:
@@ -213,30 +218,51 @@ class OptimizerBase(keras_optimizers.Optimizer):
         return 0.
 
     def _create_slots(self, params):
-        """Create the `slot_names` variables of each parameter once (outside control flow)."""
+        """Create the `slot_names` variables of each parameter once (outside control flow).
+
+        An optimizer serves one model: asked for parameters none of which it has state for while
+        it has state for others (the same instance compiled into a second model), it refuses --
+        the models would share its step counter and `model.save` would store the other's slots.
+        Recompiling, and freezing or unfreezing layers, keep some parameters: that works."""
         params = list(params)
-        for p in params:
-            if p not in self._slots:
-                self._slots[p] = {
-                    name: K.variable(tf.fill(K.int_shape(p), tf.constant(
-                        self._slot_initial_value(name), dtype=p.dtype.base_dtype)),
-                        dtype=K.dtype(p), name='%s/%s' % (name, p.op.name))
-                    for name in self.slot_names}
+        if self._slots and params and not any(p in self._slots for p in params):
+            raise ValueError(
+                'this %s already holds the state of other parameters (%s, ...): one optimizer '
+                'instance serves one model. Give each model its own optimizer (e.g. '
+                'keras.optimizers.deserialize(keras.optimizers.serialize(opt)) for a copy).'
+                % (label(type(self)), next(iter(self._slots)).name))
+        # In the optimizer's own scope, named by the slot alone ('Adam/m_7:0'): `model.save`
+        # lists these names in one HDF5 attribute, which Keras must split past 64 KB, and then
+        # cannot read back; they are no longer than Keras's own ('training/Adam/Variable_7:0').
+        with tf.name_scope(self._scope):
+            for p in params:
+                if p not in self._slots:
+                    self._slots[p] = {
+                        name: K.variable(tf.fill(K.int_shape(p), tf.constant(
+                            self._slot_initial_value(name), dtype=p.dtype.base_dtype)),
+                            dtype=K.dtype(p), name=name)
+                        for name in self.slot_names}
         return params
 
     def _list_state(self, params, inner=()):
         """`weights` = `iterations`, the scalars, then each slot (in parameter order), then
-        `inner`'s `(names, variables)` (a wrapped optimizer's, names prefixed with 'inner/')."""
+        `inner`'s `(names, variables, non-negative names)` (a wrapped optimizer's, see
+        `builtin.inner_state`; names prefixed with 'inner/')."""
         named = [('iterations', self.iterations)] + self._scalars
         names = [name for name, _ in named]
         self.weights = [variable for _, variable in named]
+        self.non_negative_names = set()
         for name in self.slot_names:
-            names += ['%s/%s' % (name, p.op.name) for p in params]
+            slot_names = ['%s/%s' % (name, p.op.name) for p in params]
+            names += slot_names
             self.weights += [self._slots[p][name] for p in params]
+            if name in self.non_negative_slots:
+                self.non_negative_names.update(slot_names)
         if inner:
-            inner_names, inner_weights = inner
+            inner_names, inner_weights, inner_non_negative = inner
             names += ['inner/' + name for name in inner_names]
             self.weights += list(inner_weights)
+            self.non_negative_names.update('inner/' + name for name in inner_non_negative)
         self.weight_names = names
 
     def reset(self, keep_iterations=False):
@@ -312,7 +338,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
                 raise ValueError('state %r has shape %s, got shape %s; nothing was set'
                                  % (name, expected, value.shape))
             dtype = np.dtype(K.dtype(variable))
-            check_state_value(name, value, dtype)
+            check_state_value(name, value, dtype, name in self.non_negative_names)
             if not (dtype.kind == 'i' and value.dtype.kind == 'f') and \
                     not np.can_cast(value.dtype, dtype, casting='same_kind'):
                 raise ValueError('state %r has dtype %s, got dtype %s; nothing was set'
@@ -421,6 +447,7 @@ class Optimizer(OptimizerBase):
         self._schedule = schedule
         if schedule is None:
             self._lr = self._hyper_variable('lr', lr)
+            self._guard_rate()
         self.initial_decay = decay
         self.decay = self._hyper_variable('decay', decay)
         self._config['decay'] = 'decay'
@@ -468,6 +495,20 @@ class Optimizer(OptimizerBase):
                            checks.POSITIVE)
 
     # ---- learning rate ---------------------------------------------------------------------
+
+    def _guard_rate(self):
+        """Make `K.set_value(opt.lr, x)` -- what LearningRateScheduler and ReduceLROnPlateau
+        call -- refuse a NaN, Inf or out-of-range rate, leaving the rate as it was. K.set_value
+        runs the variable's cached `_assign_op` fed through `_assign_placeholder`; these are
+        set here to an assignment that asserts the value first."""
+        value = tf.placeholder(self._lr.dtype.base_dtype, shape=(), name='set_lr')
+        in_range = value > 0 if self.lr_check is checks.POSITIVE else value >= 0
+        valid = tf.Assert(tf.logical_and(tf.is_finite(value), in_range),
+                          ['the learning rate of %s must be finite and %s; it was not set, got'
+                           % (label(type(self)), self.lr_check.requirement), value])
+        with tf.control_dependencies([valid]):
+            self._lr._assign_op = self._lr.assign(tf.identity(value))
+        self._lr._assign_placeholder = value
 
     @property
     def lr(self):

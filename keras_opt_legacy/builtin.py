@@ -62,6 +62,26 @@ def state(optimizer, params=None):
     return [name for name, _ in counters + rest], [w for _, w in counters + rest]
 
 
+# The slots of Keras's built-ins that hold squares or maxima of |g| (never negative).
+KERAS_NON_NEGATIVE = {'RMSprop': ('accumulator',), 'Adagrad': ('accumulator',),
+                      'Adadelta': ('accumulator', 'delta_accumulator'), 'Adam': ('v', 'vhat'),
+                      'Adamax': ('u',), 'Nadam': ('v',)}
+
+
+def non_negative(optimizer, names):
+    """Those of the state `names` of `optimizer` that cannot be negative."""
+    if is_ours(optimizer):
+        return set(names) & optimizer.non_negative_names
+    slots = KERAS_NON_NEGATIVE.get(type(optimizer).__name__, ())
+    return {name for name in names if name.partition('/')[0] in slots}
+
+
+def inner_state(optimizer, params):
+    """`(names, variables, non-negative names)` of a wrapped optimizer, for `_list_state`."""
+    names, variables = state(optimizer, params)
+    return names, variables, non_negative(optimizer, names)
+
+
 def saved_state(optimizer, params):
     """`(names, variables)` of what `model.save` stores for `optimizer`: all of ours; exactly
     a Keras built-in's `weights` (named by its layout)."""

@@ -8,7 +8,7 @@ import h5py
 import keras
 
 from . import checks
-from .state import load_model, save_model
+from .state import load_model, load_optimizer_state, load_weights, save_model
 
 _NAME = re.compile(r'^checkpoint-(\d{8,})\.h5$')  # %08d grows past 10^8 batches
 _TEMPORARY = re.compile(r'^\.checkpoint-\d{8,}\.h5\.(\d+)\.tmp$')  # pid of its writer
@@ -111,16 +111,20 @@ class Checkpoint(keras.callbacks.Callback):
         return found[-1] if found else None
 
     @classmethod
-    def load_latest(cls, directory, custom_objects=None):
+    def load_latest(cls, directory, custom_objects=None, model=None):
         """`(model, completed epochs)` from the newest checkpoint that loads, or `(None, 0)` if
         there is none. A damaged newest checkpoint is skipped with a warning; if none loads, the
-        newest one's error is raised. Loads with `keras_opt_legacy.load_model`: the code of any
-        `Lambda` layer in the file runs (see there for untrusted files)."""
+        newest one's error is raised.
+
+        Without `model`, loads with `keras_opt_legacy.load_model`, which rebuilds the
+        architecture from the file: the code of any `Lambda` layer in it runs. With `model` (the
+        same architecture, built and compiled by your code), only data is read into it:
+        `load_weights` + `load_optimizer_state` -- the route for files you do not trust."""
         found = cls.checkpoints(directory)
         first_error = None
         for path in reversed(found):
             try:
-                return cls.load(path, custom_objects)
+                return cls.load(path, custom_objects, model=model)
             except (OSError, ValueError, KeyError) as error:
                 first_error = first_error or error
                 warnings.warn('checkpoint %s cannot be loaded (%s): trying an older one'
@@ -130,15 +134,20 @@ class Checkpoint(keras.callbacks.Callback):
         return None, 0
 
     @staticmethod
-    def load(path, custom_objects=None, with_batch=False):
+    def load(path, custom_objects=None, with_batch=False, model=None):
         """`(model, completed epochs)` from the checkpoint `path`; with `with_batch`, also the
-        batches of the next epoch it had trained (0 for a save at an epoch's end)."""
+        batches of the next epoch it had trained (0 for a save at an epoch's end). `model`: as
+        in `load_latest`."""
         with h5py.File(path, 'r') as f:
             if EPOCH not in f.attrs:
                 raise ValueError('%s is not a keras_opt_legacy checkpoint (no %s attribute)'
                                  % (path, EPOCH))
             epoch, batch = int(f.attrs[EPOCH]), int(f.attrs.get(BATCH, 0))
-        model = load_model(path, custom_objects=custom_objects)
+        if model is None:
+            model = load_model(path, custom_objects=custom_objects)
+        else:
+            load_weights(model, path)
+            load_optimizer_state(model, path)
         return (model, epoch, batch) if with_batch else (model, epoch)
 
 

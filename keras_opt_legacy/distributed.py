@@ -98,7 +98,7 @@ class DistributedOptimizer(Wrapper):
         if self._accumulation is not None:
             inner = self._accumulation
             step = inner.prepare_step(grads, params, reduce=self.reduce)
-            self._list_state(params, inner=builtin.state(inner, params))
+            self._list_state(params, inner=builtin.inner_state(inner, params))
         else:
             inner = self.optimizer
             step = self._prepare_inner(lambda: self.reduce(resolve_gradients(grads)), params)
@@ -126,7 +126,7 @@ class DistributedOptimizer(Wrapper):
             self.updates = inner.get_updates(loss, params)
         finally:
             del inner.get_gradients
-        self._list_state(params, inner=builtin.state(inner, params))
+        self._list_state(params, inner=builtin.inner_state(inner, params))
         return self.updates
 
     def inject(self, model):
@@ -212,12 +212,13 @@ def callbacks(checkpoint_directory=None, **checkpoint_options):
     return found
 
 
-def load_latest(directory, custom_objects=None):
+def load_latest(directory, custom_objects=None, model=None):
     """`(model, completed epochs)` from the newest checkpoint rank 0 finds in `directory`
     (visible to every worker), loaded by every worker, or `(None, 0)`. Any number of workers
-    can resume a checkpoint."""
+    can resume a checkpoint. `model`: as in `Checkpoint.load_latest` (without it, the code of
+    any `Lambda` layer in the file runs)."""
     path = broadcast_object(Checkpoint.latest(directory) if rank() == 0 else None, 0,
                             session=K.get_session(), name='latest_checkpoint')
     if path is None:
         return None, 0
-    return Checkpoint.load(path, custom_objects)
+    return Checkpoint.load(path, custom_objects, model=model)

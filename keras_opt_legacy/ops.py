@@ -37,20 +37,24 @@ def after_all(tensors, also=()):
 
     Gating every update on every gradient (TF's GATE_OP idea, for the whole graph) keeps an
     early assign from changing a later gradient, and gating on the loss keeps the reported loss
-    from seeing updated weights."""
+    from seeing updated weights. No tensors (a model without trainable weights): none."""
+    tensors = list(tensors)
+    if not tensors:
+        return []
     with tf.control_dependencies(list(also)):
-        return tf.tuple(list(tensors))
+        return tf.tuple(tensors)
 
 
-def graph_elements(items):
-    """The tensors and ops in `items`, looking inside tuples and lists: a client that patches
-    `K.update` may return `(name, variable, value)` tuples instead of ops."""
+def graph_elements(updates):
+    """What to wait for to have `updates` done: the ops (and assignments: a resource variable's
+    `assign` returns a variable that reads after it), and of a client's `(name, variable,
+    value)` tuple (a client that patches `K.update` may return those) its values."""
     found = []
-    for item in items:
-        if isinstance(item, (tuple, list)):
-            found += graph_elements(item)
-        elif isinstance(item, (tf.Tensor, tf.Operation)):
-            found.append(item)
+    for update in updates:
+        if isinstance(update, (tuple, list)):
+            found += [x for x in update if isinstance(x, tf.Tensor)]
+        elif update is not None and not isinstance(update, str):
+            found.append(update)
     return found
 
 

@@ -58,6 +58,7 @@ class RMSprop(Optimizer):
     """RMSprop: a <- rho*a + (1-rho)*g^2; p <- p - lr*g/(sqrt(a)+epsilon)."""
 
     slot_names = ('accumulator',)
+    non_negative_slots = ('accumulator',)
 
     def __init__(self, lr=DefaultRate(0.001), rho=0.9, epsilon=None, decay=0., **kwargs):
         super(RMSprop, self).__init__(lr=lr, decay=decay, **kwargs)
@@ -83,6 +84,7 @@ class Adagrad(Optimizer):
     """Adagrad: a <- a + g^2; p <- p - lr*g/(sqrt(a)+epsilon)."""
 
     slot_names = ('accumulator',)
+    non_negative_slots = ('accumulator',)
 
     def __init__(self, lr=DefaultRate(0.01), epsilon=None, decay=0., **kwargs):
         super(Adagrad, self).__init__(lr=lr, decay=decay, **kwargs)
@@ -105,6 +107,7 @@ class Adadelta(Optimizer):
     d <- rho*d + (1-rho)*u^2 (the new a, the old d)."""
 
     slot_names = ('accumulator', 'delta_accumulator')
+    non_negative_slots = ('accumulator', 'delta_accumulator')
 
     def __init__(self, lr=DefaultRate(1.0), rho=0.95, epsilon=None, decay=0., **kwargs):
         super(Adadelta, self).__init__(lr=lr, decay=decay, **kwargs)
@@ -145,6 +148,8 @@ class Adam(AdamBase):
     """Adam (optionally AMSGrad): m, v EMAs; p <- p - lr_t*m/(sqrt(v)+eps),
     lr_t = lr*sqrt(1-beta_2^t)/(1-beta_1^t). Without amsgrad there is no 'vhat' slot."""
 
+    non_negative_slots = ('v', 'vhat')
+
     def __init__(self, lr=DefaultRate(0.001), beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
                  amsgrad=False, **kwargs):
         super(Adam, self).__init__(lr, beta_1, beta_2, epsilon, decay, **kwargs)
@@ -173,6 +178,7 @@ class Adamax(AdamBase):
     """Adamax: m EMA, u <- max(beta_2*u, |g|); p <- p - lr/(1-beta_1^t) * m/(u+eps)."""
 
     slot_names = ('m', 'u')
+    non_negative_slots = ('u',)
 
     def __init__(self, lr=DefaultRate(0.002), beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
                  **kwargs):
@@ -203,6 +209,7 @@ class Nadam(AdamBase):
     """
 
     slot_names = ('m', 'v')
+    non_negative_slots = ('v',)
 
     def __init__(self, lr=DefaultRate(0.002), beta_1=0.9, beta_2=0.999, epsilon=None,
                  schedule_decay=0.004, decay=0., **kwargs):
@@ -253,6 +260,7 @@ class Ftrl(Optimizer):
     """
 
     slot_names = ('accumulator', 'linear')
+    non_negative_slots = ('accumulator',)
     lr_check = POSITIVE  # the rule divides by the rate
 
     def __init__(self, lr=DefaultRate(0.001), learning_rate_power=-0.5,

@@ -12,6 +12,9 @@ These optimizers install their own train function, which runs one graph function
 Training without `inject` raises an error: nothing is trained by a wrong train function. For the
 same reason `keras.models.load_model` stops while it restores such an optimizer's state;
 `keras_opt_legacy.load_model` loads, injects (`needs_inject`) and restores.
+
+There is no guard against a non-finite gradient, and `SkipNonFinite` cannot wrap these (they
+drive the train function): a NaN batch makes the parameters NaN.
 """
 import numpy as np
 import tensorflow as tf
@@ -304,7 +307,10 @@ class AdaptiveRungeKutta(RungeKutta):
         self._scalars.append(('step_size', self.step_size))
 
     def _step_size(self):
-        return K.clip(self.step_size, self.min_step, self.max_step)
+        # (K.set_value refuses a non-finite step; should one arrive anyway, min_step is used.)
+        return tf.where(tf.is_finite(self.step_size),
+                        K.clip(self.step_size, self.min_step, self.max_step),
+                        tf.constant(self.min_step, self.step_size.dtype.base_dtype))
 
     def _last_stage(self, h, params, grads):
         last, error_weights = len(self.b) - 1, [x - y for x, y in zip(self.b, self.b_embedded)]
@@ -316,7 +322,9 @@ class AdaptiveRungeKutta(RungeKutta):
             scale = self.atol + self.rtol * K.maximum(K.abs(start), K.abs(new))
             squares.append(K.sum(K.square(error / scale)))
             moves.append((p, start, new))
-        err = K.sqrt(tf.add_n(squares) / float(sum(K.count_params(p) for p in params)))
+        # No parameters (nothing trainable): no error, every step accepted.
+        err = K.sqrt(tf.add_n(squares) / float(sum(K.count_params(p) for p in params))) \
+            if params else tf.constant(0.)
         finite = tf.math.is_finite(err)
         accepted = finite & ((err <= 1.) | (h <= self.min_step))
         factor = K.clip(self.safety * K.pow(err, -1. / (self.error_order + 1)),  # err=0: inf

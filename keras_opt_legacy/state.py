@@ -12,8 +12,9 @@ from keras.utils.io_utils import ask_to_proceed_with_overwrite
 from . import builtin, compat
 from .base import COUNTERS, check_state_value, label, reset_state, split_inner
 
-# Attributes of a saved file's optimizer_weights: the state names, and the names of the
-# parameters they refer to, in order (a loading model may name its layers differently).
+# Datasets in a saved file's optimizer_weights group (attributes in files of version 1): the
+# state names, and the names of the parameters they refer to, in order (a loading model may
+# name its layers differently). Datasets, not attributes: an attribute holds at most 64 KB.
 STATE_NAMES = 'keras_opt_legacy_state_names'
 PARAM_NAMES = 'keras_opt_legacy_param_names'
 
@@ -53,9 +54,10 @@ def save_model(model, filepath, overwrite=True):
     names, _ = builtin.state(model.optimizer)
     if builtin.is_ours(model.optimizer) and names:
         params = [p.op.name for p in compat.trainable_params(model)]
+        text = h5py.special_dtype(vlen=str)
         with h5py.File(filepath, 'r+') as f:
-            f['optimizer_weights'].attrs[STATE_NAMES] = [n.encode('utf8') for n in names]
-            f['optimizer_weights'].attrs[PARAM_NAMES] = [n.encode('utf8') for n in params]
+            for key, values in ((STATE_NAMES, names), (PARAM_NAMES, params)):
+                f['optimizer_weights'].create_dataset(key, data=np.array(values, dtype=text))
 
 
 def _entry(filepath, parent, key, kind):
@@ -70,12 +72,31 @@ def _entry(filepath, parent, key, kind):
                          'followed' % (filepath, key, type(link).__name__))
     entry = parent[key]
     if not isinstance(entry, kind):
-        raise ValueError('%s: the entry %r is not a %s' % (filepath, key, kind.__name__))
-    if kind is h5py.Dataset and (getattr(entry, 'is_virtual', False) or
-                                 entry.id.get_create_plist().get_external_count()):
+        raise ValueError('%s: the entry %r is a %s, not what it should be'
+                         % (filepath, key, type(entry).__name__))
+    if isinstance(entry, h5py.Dataset) and (getattr(entry, 'is_virtual', False) or
+                                            entry.id.get_create_plist().get_external_count()):
         raise ValueError('%s: the entry %r keeps its data outside the file (external or virtual '
                          'storage), which is not read' % (filepath, key))
     return entry
+
+
+def _check_plain(filepath, group):
+    """Every entry below `group` is stored in the file itself (see `_entry`)."""
+    for key in group:
+        entry = _entry(filepath, group, key, (h5py.Group, h5py.Dataset))
+        if isinstance(entry, h5py.Group):
+            _check_plain(filepath, entry)
+
+
+def load_weights(model, filepath):
+    """`model.load_weights(filepath)` for a file written by `model.save` or `save_model`, reading
+    data only: the architecture is `model`'s (built by your code), and links to other files,
+    external or virtual storage are refused first (a ValueError naming the entry)."""
+    compat.check_standalone(model)
+    with h5py.File(filepath, 'r') as f:
+        _check_plain(filepath, f['model_weights'] if 'model_weights' in f else f)
+    model.load_weights(filepath)
 
 
 def _read(f, filepath):
@@ -94,22 +115,45 @@ def _read(f, filepath):
     except (KeyError, TypeError):
         raise ValueError('%s: its training_config names no optimizer class' % filepath)
     group = _entry(filepath, f, 'optimizer_weights', h5py.Group)
-    if 'weight_names' not in group.attrs:
+    weight_names = _attribute_list(group, 'weight_names')
+    if weight_names is None:
         raise ValueError('%s: optimizer_weights does not list its weight_names' % filepath)
-    datasets = [_entry(filepath, group, _text(n), h5py.Dataset)
-                for n in group.attrs['weight_names']]
+    datasets = [_entry(filepath, group, n, h5py.Dataset) for n in weight_names]
     for dataset in datasets:
         if dataset.dtype.kind not in 'biuf':
             raise ValueError('%s: optimizer state %s of dtype %s is not numeric'
                              % (filepath, dataset.name, dataset.dtype))
-    if STATE_NAMES not in group.attrs:
+    names = _names(filepath, group, STATE_NAMES, len(datasets))
+    if names is None:
         return class_name, datasets, []
-    names = [_text(n) for n in group.attrs[STATE_NAMES]]
-    if len(names) != len(datasets):
-        raise ValueError('%s: %d state names for %d arrays' % (filepath, len(names),
-                                                                len(datasets)))
-    return class_name, dict(zip(names, datasets)), [_text(n) for n in
-                                                    group.attrs.get(PARAM_NAMES, [])]
+    return class_name, dict(zip(names, datasets)), _names(filepath, group, PARAM_NAMES) or []
+
+
+def _attribute_list(group, name):
+    """The list attribute `name` of `group` as text, also in the chunks ('name0', 'name1', ...)
+    Keras writes past 64 KB; None if absent."""
+    if name in group.attrs:
+        return [_text(n) for n in group.attrs[name]]
+    chunks = []
+    while '%s%d' % (name, len(chunks)) in group.attrs:
+        chunks.append(group.attrs['%s%d' % (name, len(chunks))])
+    return [_text(n) for chunk in chunks for n in chunk] if chunks else None
+
+
+def _names(filepath, group, key, count=None):
+    """Our names `key` in `group`: a dataset (an attribute in version 1 files), `count` of them
+    if given (checked before it is read); None if absent."""
+    if key not in group:
+        names = _attribute_list(group, key)
+    else:
+        dataset = _entry(filepath, group, key, h5py.Dataset)
+        if dataset.dtype.kind not in 'OSU' or len(dataset.shape) != 1 or (
+                count is not None and dataset.shape[0] != count):
+            raise ValueError('%s: %s is not a list of %s names' % (filepath, key, count or 'the'))
+        names = [_text(n) for n in dataset[()]]
+    if names is not None and count is not None and len(names) != count:
+        raise ValueError('%s: %d state names for %d arrays' % (filepath, len(names), count))
+    return names
 
 
 def _rename_params(state, saved_params, params):
@@ -159,10 +203,12 @@ def load_optimizer_state(model, filepath):
     params = compat.trainable_params(model)
     names, variables = builtin.saved_state(optimizer, params)
     with h5py.File(filepath, 'r') as f:
-        _load(optimizer, params, names, variables, filepath, *_read(f, filepath))
+        _load(optimizer, params, names, variables, builtin.non_negative(optimizer, names),
+              filepath, *_read(f, filepath))
 
 
-def _load(optimizer, params, names, variables, filepath, class_name, saved, saved_params):
+def _load(optimizer, params, names, variables, non_negative, filepath, class_name, saved,
+          saved_params):
     """Check every saved entry against the optimizer's state (shapes and dtypes from the file's
     metadata), then read the arrays, check their values, and assign them all at once."""
     if saved_params:
@@ -208,7 +254,7 @@ def _load(optimizer, params, names, variables, filepath, class_name, saved, save
     values = []
     for name, variable, dataset in assignments:
         value = dataset[()]
-        check_state_value(name, value, K.dtype(variable),
+        check_state_value(name, value, K.dtype(variable), name in non_negative,
                           '; nothing was loaded from %s' % filepath)
         values.append((variable, value))
     if converted and 'm_schedule' in names and 'm_schedule' not in saved:

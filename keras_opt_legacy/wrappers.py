@@ -45,12 +45,20 @@ class Wrapper(OptimizerBase):
     def current_rate(self):
         return builtin.rate(self.optimizer)
 
+    def _injected_parts(self, model):
+        """For `inject(model)`: Keras's train-function parts (`compat.train_function_parts`) and
+        this optimizer's updates, built for `model` as Keras would build them."""
+        compat.check_compiled_with(model, self, 'call opt.inject(model)')
+        parts = compat.train_function_parts(model)
+        with self.injecting():
+            return parts + (compat.training_updates(model),)
+
     def _prepare_inner(self, grads, params, inner=None):
         """Prepare the step of the inner optimizer (or of `inner`, standing in for it) and list
         all state; own slots are created first."""
         inner = self.optimizer if inner is None else inner
         step = builtin.prepare_step(inner, grads, params)
-        self._list_state(params, inner=builtin.state(inner, params))
+        self._list_state(params, inner=builtin.inner_state(inner, params))
         return step
 
     def get_config(self):
@@ -104,10 +112,8 @@ class GradientAccumulation(Wrapper):
         """Install a train function running the model's state updates only on the batches that
         apply an update (`model_updates='with_update'`): a separate graph function, run on that
         batch before the step itself, so it sees the same weights and batch statistics."""
-        compat.check_compiled_with(model, self, 'call opt.inject(model)')
-        inputs, outputs, state_updates, metric_updates, kwargs = compat.train_function_parts(model)
-        with self.injecting():
-            updates = compat.training_updates(model)
+        inputs, outputs, state_updates, metric_updates, kwargs, updates = \
+            self._injected_parts(model)
         step = K.function(inputs, outputs, updates=updates + metric_updates,
                           name='train_function', **kwargs)
         state = compat.updates_function(inputs, state_updates, 'model_state_updates')
@@ -191,21 +197,55 @@ class Lookahead(Wrapper):
 
 @register
 class SkipNonFinite(Wrapper):
-    """Skip every step whose gradients hold a NaN or an Inf: the parameters and all of the inner
+    """Skip every step whose gradient holds a NaN or an Inf: the parameters and all of the inner
     optimizer's state stay untouched, and `skipped` (in `weights`) counts the skipped steps.
+    The test is on the gradient: a non-finite loss with a finite gradient (an Inf label under
+    'mae') is applied.
+
+    The model's own state updates (BatchNorm's moving statistics) are Keras's: by default
+    (`model_updates='every_batch'`) they run on every batch, a skipped one too, so a NaN batch
+    makes the moving statistics NaN. With `model_updates='when_finite'` they run only on the
+    batches whose gradient is finite; this needs `opt.inject(model)` after `model.compile`
+    (again after every recompile) and costs one more forward and backward pass per batch (the
+    gradient is tested before the batch is trained on).
 
     Around GradientAccumulation it checks each small batch (a bad one is left out of the
     accumulation); inside, it checks the accumulated gradient."""
 
-    def __init__(self, optimizer):
+    config_keys = ('model_updates',)
+    MODEL_UPDATES = ('every_batch', 'when_finite')
+    inject_reason = "(model_updates='when_finite') runs the model's state updates itself"
+
+    def __init__(self, optimizer, model_updates='every_batch'):
+        model_updates = checks.one_of('model_updates', model_updates, self.MODEL_UPDATES)
         super(SkipNonFinite, self).__init__(optimizer)
+        self.model_updates = model_updates
         self.skipped = self._add_scalar('skipped', 0, dtype='int64')
+        self._finite = None  # the test of the last prepared step
+
+    @property
+    def needs_inject(self):
+        return self.model_updates == 'when_finite'
+
+    def inject(self, model):
+        """Install a train function that first tests the batch's gradient, then trains on it
+        with the model's state updates if it is finite, without them if not."""
+        inputs, outputs, state_updates, metric_updates, kwargs, updates = \
+            self._injected_parts(model)
+        trains = [K.function(inputs, outputs, updates=state + updates + metric_updates,
+                             name=name, **kwargs)
+                  for state, name in (([], 'train_skipping'), (state_updates, 'train_function'))]
+        probe = K.function(inputs, [self._finite], name='gradient_is_finite')
+
+        def train_function(ins):
+            return trains[bool(probe(ins)[0])](ins)
+        compat.install_train_function(model, train_function)
 
     def prepare_step(self, grads, params):
         params = self._create_slots(params)
         grads = resolve_gradients(grads)
-        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.is_finite(getattr(g, 'values', g)))
-                                         for g in grads]))
+        finite = self._finite = tf.reduce_all(tf.stack([tf.constant(True)] + [
+            tf.reduce_all(tf.is_finite(getattr(g, 'values', g))) for g in grads]))
         inner = self._prepare_inner(grads, params)
 
         def build():

@@ -6,6 +6,9 @@ computation of what the library's code does.
 Before the K.update route (ops.keras_update_patched), our fused kernels and in-place updates
 bypassed `K.update`: weight decay was not applied, the piecewise-linear rate not followed,
 accumulation moved the weights on every batch, and keras-lookahead raised a TypeError."""
+import importlib
+import os
+
 import numpy as np
 import pytest
 from keras import backend as K
@@ -14,8 +17,22 @@ import keras_opt_legacy as kol
 import problems
 import reference
 
-bert4keras_optimizers = pytest.importorskip('bert4keras.optimizers')
-keras_lookahead = pytest.importorskip('keras_lookahead')
+
+
+def client(name):
+    """The client module `name`, or skip this file; under REQUIRE_CLIENTS (`make test`, which
+    installs them from locks/clients.txt) a missing one fails instead."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        if os.environ.get('REQUIRE_CLIENTS'):
+            pytest.fail('REQUIRE_CLIENTS is set but %s is missing: %s' % (name, error))
+        pytest.skip('%s is not installed (make clients): %s' % (name, error),
+                    allow_module_level=True)
+
+
+bert4keras_optimizers = client('bert4keras.optimizers')
+keras_lookahead = client('keras_lookahead')
 
 X, Y = problems.data()
 BATCH_OF = problems.batches(X, Y)

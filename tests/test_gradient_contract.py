@@ -61,12 +61,12 @@ def required_arguments(cls):
     return arguments
 
 
-def other_values(name, default):
+def other_values(cls, name, default):
     """Values other than the default to try for a parameter."""
     if isinstance(default, bool):
         return [not default]
     if name == 'model_updates':
-        return ['with_update']
+        return [choice for choice in cls.MODEL_UPDATES if choice != default]
     if isinstance(default, int) and not isinstance(default, bool):
         return [default + 1]
     if default is None:
@@ -105,7 +105,7 @@ def test_get_config_returns_every_constructor_argument(cls):
             continue
         default = base.get(name, default)
         # A tableau given is checked as given (another one must match it in size).
-        for value in [default] if name in TABLEAU else other_values(name, default):
+        for value in [default] if name in TABLEAU else other_values(cls, name, default):
             try:
                 optimizer = cls(**dict(base, **{name: value}))
                 break

@@ -285,3 +285,264 @@ def test_gradient_accumulation_takes_keras_1_call_form():
     opt = kol.GradientAccumulation(kol.Adam(), 2)
     updates = opt.get_updates(model._collected_trainable_weights, {}, model.total_loss)
     assert updates
+
+
+class ManyWeights(keras.layers.Layer):
+    """One layer holding `count` scalar weights (a large model's tensor count, quickly built)."""
+
+    def __init__(self, count=1000, **kwargs):
+        super(ManyWeights, self).__init__(**kwargs)
+        self.count = count
+
+    def build(self, input_shape):
+        self.scalars = [self.add_weight('w%d' % i, (1,), initializer='ones')
+                        for i in range(self.count)]
+        super(ManyWeights, self).build(input_shape)
+
+    def call(self, x):
+        return K.sum(x, axis=1, keepdims=True) * K.tf.add_n(self.scalars) / self.count
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0], 1
+
+    def get_config(self):
+        config = super(ManyWeights, self).get_config()
+        config['count'] = self.count
+        return config
+
+
+def _optimizer_names(path):
+    """`(bytes of the optimizer's weight names, whether Keras had to split the attribute)`."""
+    with h5py.File(path, 'r') as f:
+        attrs = f['optimizer_weights'].attrs
+        if 'weight_names' in attrs:
+            return sum(len(n) for n in attrs['weight_names']), False
+        chunks = [attrs[key] for key in attrs if key.startswith('weight_names')]
+        return sum(len(n) for chunk in chunks for n in chunk), True
+
+
+def test_a_thousand_tensor_model_saves_loads_and_resumes(tmp_path):
+    """#14: names carried the parameter's name (62 bytes to Keras's 29); past 64 KB Keras splits
+    the attribute and no loader could read it (about 520 tensors with our Adam)."""
+    def model_with(optimizer):
+        model = keras.models.Sequential([ManyWeights(1000, input_shape=(5,))])
+        model.compile(optimizer, 'mse')
+        model.train_on_batch(X, Y)
+        return model
+    ours, path = model_with(kol.Adam(0.01)), str(tmp_path / 'ours.h5')
+    kol.save_model(ours, path)
+    ours.train_on_batch(X, Y)
+    expected = problems.flat(ours.get_weights())
+    keras_path = str(tmp_path / 'keras.h5')
+    model_with(keras.optimizers.Adam(0.01)).save(keras_path)
+    (ours_bytes, ours_split), (keras_bytes, _) = _optimizer_names(path), \
+        _optimizer_names(keras_path)
+    assert not ours_split and ours_bytes <= keras_bytes  # Keras's own loader reads ours
+    for load in (keras.models.load_model, kol.load_model):
+        K.clear_session()
+        loaded = load(path, custom_objects={'ManyWeights': ManyWeights})
+        kol.load_optimizer_state(loaded, path)
+        loaded.train_on_batch(X, Y)
+        np.testing.assert_array_equal(problems.flat(loaded.get_weights()), expected)
+
+
+# ---- misuse ----------------------------------------------------------------------------------
+
+def batch_norm_model(optimizer):
+    model = keras.models.Sequential([keras.layers.Dense(4, input_shape=(5,)),
+                                     keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+    model.compile(optimizer, 'mse')
+    if getattr(optimizer, 'needs_inject', False):
+        optimizer.inject(model)
+    return model
+
+
+def test_skip_non_finite_can_protect_batch_norm_statistics():
+    """#4: a NaN batch left the trainable weights alone but made the moving statistics NaN."""
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    protected = batch_norm_model(kol.SkipNonFinite(kol.Adam(0.01), model_updates='when_finite'))
+    default = batch_norm_model(kol.SkipNonFinite(kol.Adam(0.01)))
+    for model in (protected, default):
+        model.train_on_batch(X, Y)
+        model.train_on_batch(bad, Y)
+        model.train_on_batch(X, Y)
+    assert np.all(np.isfinite(problems.flat(protected.get_weights())))
+    assert K.get_value(protected.optimizer.skipped) == 1
+    assert np.all(np.isfinite(protected.predict(X)))
+    # The default, as documented: the optimizer skipped, the model's statistics did not.
+    assert not np.all(np.isfinite(problems.flat(default.get_weights())))
+    # On finite batches 'when_finite' trains exactly as the default.
+    twins = [batch_norm_model(kol.SkipNonFinite(kol.Adam(0.01), model_updates=updates))
+             for updates in ('every_batch', 'when_finite')]
+    twins[1].set_weights(twins[0].get_weights())
+    for model in twins:
+        problems.train(model, 4, BATCH_OF)
+    np.testing.assert_array_equal(problems.flat(twins[0].get_weights()),
+                                  problems.flat(twins[1].get_weights()))
+
+
+@pytest.mark.parametrize('make', [
+    lambda: kol.Adam(), lambda: kol.Nadam(), lambda: kol.SGD(0.1, momentum=0.9),
+    lambda: kol.GradientAccumulation(kol.Adam(), 2), lambda: kol.Lookahead(kol.Adam()),
+    lambda: kol.SkipNonFinite(keras.optimizers.SGD()),
+    lambda: kol.GradientAccumulation(keras.optimizers.Adam(), 2), lambda: kol.Heun(),
+    lambda: kol.RK45()], ids=['Adam', 'Nadam', 'SGD', 'accumulation', 'lookahead', 'skip',
+                              'accumulation-keras', 'Heun', 'RK45'])
+def test_a_model_without_trainable_weights_trains_as_a_no_op(make):
+    """#15: 'Must have at least one Tensor: []' (Keras trains it: its own tests rely on it)."""
+    model = keras.models.Sequential([keras.layers.Dense(4, input_shape=(5,), trainable=False)])
+    optimizer = make()
+    model.compile(optimizer, 'mse')
+    if getattr(optimizer, 'needs_inject', False):
+        optimizer.inject(model)
+    before = model.get_weights()
+    model.train_on_batch(X, np.zeros((len(X), 4), 'float32'))
+    for b, w in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(b, w)
+    assert K.get_value(optimizer.iterations) == 1
+
+
+def test_one_optimizer_in_two_models_is_refused_and_recompiling_works():
+    """#5: two models shared `iterations` and save_model(A) wrote B's slots."""
+    optimizer = kol.Adam(0.01)
+    first = trained(optimizer)
+    first.compile(optimizer, 'mse')  # recompiling the same model
+    first.train_on_batch(*BATCH_OF(0))
+    first.layers[0].trainable = False  # freezing, then unfreezing, a layer
+    first.compile(optimizer, 'mse')
+    first.train_on_batch(*BATCH_OF(1))
+    first.layers[0].trainable = True
+    first.compile(optimizer, 'mse')
+    first.train_on_batch(*BATCH_OF(2))
+    with pytest.raises(ValueError, match='one optimizer instance serves one model'):
+        trained(optimizer)
+
+
+@pytest.mark.parametrize('make, bad', [
+    (lambda: kol.Adam(0.01), -1.), (lambda: kol.Adam(0.01), np.nan),
+    (lambda: kol.Lookahead(kol.SGD(0.1)), np.inf), (lambda: kol.Ftrl(0.1), 0.),
+    (lambda: kol.RK45(0.01), np.nan)])
+def test_setting_a_bad_rate_at_run_time_is_refused(make, bad):
+    """#10: K.set_value(opt.lr, -1) / NaN and a LearningRateScheduler returning NaN went
+    through (loss 1.24 -> 172); RK45 with a NaN step stopped training for good."""
+    optimizer = make()
+    model = trained(optimizer)
+    with pytest.raises(K.tf.errors.InvalidArgumentError, match='learning rate'):
+        K.set_value(optimizer.lr, bad)
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: float(bad))
+    with pytest.raises(K.tf.errors.InvalidArgumentError, match='learning rate'):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[scheduler])
+    assert np.isfinite(K.get_value(optimizer.lr)) and K.get_value(optimizer.lr) > 0
+    K.set_value(optimizer.lr, 0.02)  # a good one goes through
+    assert K.get_value(optimizer.lr) == np.float32(0.02)
+
+
+@pytest.mark.parametrize('make, name', [
+    (lambda: kol.Adam(0.01), 'v/dense_1/kernel'),
+    (lambda: kol.RMSprop(), 'accumulator/dense_1/kernel'),
+    (lambda: kol.GradientAccumulation(kol.Adamax(), 2), 'inner/u/dense_1/kernel'),
+    (lambda: kol.Lookahead(keras.optimizers.Adagrad()), 'inner/accumulator/dense_1/kernel')])
+def test_negative_second_moments_are_refused(tmp_path, make, name):
+    """#6: negative second moments loaded (then sqrt(v) is NaN)."""
+    model = trained(make())
+    weights = model.optimizer.get_weights()
+    index = model.optimizer.weight_names.index(name)
+    bad = list(weights)
+    bad[index] = -np.ones_like(weights[index])
+    with pytest.raises(ValueError, match='cannot be negative'):
+        model.optimizer.set_weights(bad)
+    path = str(tmp_path / 'm.h5')
+    kol.save_model(model, path)
+    with h5py.File(path, 'r+') as f:
+        group = f['optimizer_weights']
+        key = group.attrs['weight_names'][index]
+        group[key.decode('utf8') if isinstance(key, bytes) else key][...] = -1.
+    with pytest.raises(ValueError, match='cannot be negative'):
+        kol.load_optimizer_state(model, path)
+    for w, v in zip(weights, model.optimizer.get_weights()):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_signed_state_may_be_negative():
+    model = trained(kol.GradientAccumulation(kol.Ftrl(0.5), 2), steps=1)
+    weights = model.optimizer.get_weights()
+    names = model.optimizer.weight_names
+    signed = [names.index('accumulator/dense_1/kernel'), names.index('inner/linear/dense_1/kernel')]
+    for i in signed:
+        weights[i] = -np.ones_like(weights[i])
+    model.optimizer.set_weights(weights)
+
+
+def test_untrusted_checkpoints_load_as_data_only(tmp_path):
+    """#8: kol.load_model, Checkpoint.load_latest and distributed.load_latest run the code a
+    Lambda layer stored in the file; with `model=` (the architecture from your code) they don't."""
+    marker = str(tmp_path / 'the-file-ran-code')
+
+    def build():
+        trap = eval("lambda x: (open(%r, 'w').close(), x)[1]" % marker)  # runs when called
+        model = keras.models.Sequential([keras.layers.Dense(4, input_shape=(5,)),
+                                         keras.layers.Lambda(trap), keras.layers.Dense(1)])
+        model.compile(kol.Adam(0.01), 'mse')
+        return model
+    directory = str(tmp_path / 'checkpoints')
+    model = build()
+    model.fit(X, Y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+              callbacks=[Checkpoint(directory)])
+    mine = build()  # your own code builds the architecture (and calls its Lambda)
+    os.remove(marker)
+    loaded, epoch = Checkpoint.load_latest(directory, model=mine)
+    assert loaded is mine and epoch == 2 and not os.path.exists(marker)
+    np.testing.assert_array_equal(problems.flat(mine.get_weights()),
+                                  problems.flat(model.get_weights()))
+    for got, want in zip(mine.optimizer.get_weights(), model.optimizer.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    Checkpoint.load_latest(directory)  # the documented other route runs the file's code
+    assert os.path.exists(marker)
+
+
+def test_load_weights_refuses_links_in_the_model_weights(tmp_path):
+    secret = str(tmp_path / 'secret.h5')
+    path = str(tmp_path / 'm.h5')
+    model = trained()
+    kol.save_model(model, path)
+    with h5py.File(path, 'r+') as f:
+        layer = f['model_weights'][list(f['model_weights'].keys())[0]]
+        inner = layer[list(layer.keys())[0]]
+        name = list(inner.keys())[0]
+        with h5py.File(secret, 'w') as s:
+            s['data'] = inner[name][()] + 42.
+        del inner[name]
+        inner[name] = h5py.ExternalLink(secret, 'data')
+    before = model.get_weights()
+    with pytest.raises(ValueError, match='ExternalLink'):
+        kol.load_weights(model, path)
+    for b, w in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(b, w)
+
+
+def test_yaml_round_trip():
+    """#22: the lock pinned PyYAML 6, with which Keras 2.2's model_from_yaml fails."""
+    model = problems.compiled(kol.Adam())
+    again = keras.models.model_from_yaml(model.to_yaml())
+    assert [layer.get_config() for layer in again.layers] == \
+        [layer.get_config() for layer in model.layers]
+
+
+class UnusedWeight(keras.layers.Layer):
+    """Passes its input through; its weight has no gradient."""
+
+    def build(self, input_shape):
+        self.unused = self.add_weight('unused_kernel', (1,), initializer='ones')
+        super(UnusedWeight, self).build(input_shape)
+
+    def call(self, x):
+        return x
+
+
+def test_a_missing_gradient_names_the_parameter():
+    """#20: the None-gradient error did not name the variable it had at hand."""
+    model = keras.models.Sequential([keras.layers.Dense(1, input_shape=(5,)), UnusedWeight()])
+    model.compile(kol.Adam(), 'mse')
+    with pytest.raises(ValueError, match='unused_kernel'):
+        model.train_on_batch(X, Y)
