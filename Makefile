@@ -223,6 +223,9 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
   tests/test_readme.py tests/test_hardening.py \
   tests/test_runge_kutta.py::test_model_state_and_stateful_metrics_update_once_per_batch_at_the_start \
   tests/test_runge_kutta.py::test_fit_fit_generator_and_train_on_batch_reduce_the_loss
+# Deselected there: the 1000-tensor save/load test (about 2 minutes; what it checks, the names
+# and HDF5 layout the package writes, is the same under every version).
+MATRIX_DESELECT ?= tests/test_hardening.py::test_a_thousand_tensor_model_saves_loads_and_resumes
 
 # MATRIX_TESTS in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
 # README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
@@ -240,7 +243,8 @@ test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
 matrix-run-%:
 	@echo "== $* started"; start=$$(date +%s); \
 	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest $(MATRIX_TESTS) \
-	  --ignore=tests/test_docker.py -q -p no:cacheprovider $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
+	  --ignore=tests/test_docker.py $(MATRIX_DESELECT:%=--deselect %) -q -p no:cacheprovider \
+	  $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
 	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
 	printf '%-4s %-24s %5ss  %s\n' $$st $* $$(( $$(date +%s) - start )) \
 	  "$$(tail -n 1 .venvs/$*.log | tr -d '=')" > .venvs/$*.result; cat .venvs/$*.result

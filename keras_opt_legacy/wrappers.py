@@ -53,12 +53,10 @@ class Wrapper(OptimizerBase):
         with self.injecting():
             return parts + (compat.training_updates(model),)
 
-    def _prepare_inner(self, grads, params, inner=None):
-        """Prepare the step of the inner optimizer (or of `inner`, standing in for it) and list
-        all state; own slots are created first."""
-        inner = self.optimizer if inner is None else inner
-        step = builtin.prepare_step(inner, grads, params)
-        self._list_state(params, inner=builtin.inner_state(inner, params))
+    def _prepare_inner(self, grads, params):
+        """Prepare the inner optimizer's step and list all state (own slots created first)."""
+        step = builtin.prepare_step(self.optimizer, grads, params)
+        self._list_state(params, inner=builtin.inner_state(self.optimizer, params))
         return step
 
     def get_config(self):

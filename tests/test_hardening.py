@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 from keras import backend as K
 
 import keras_opt_legacy as kol
@@ -300,7 +301,7 @@ class ManyWeights(keras.layers.Layer):
         super(ManyWeights, self).build(input_shape)
 
     def call(self, x):
-        return K.sum(x, axis=1, keepdims=True) * K.tf.add_n(self.scalars) / self.count
+        return K.sum(x, axis=1, keepdims=True) * tf.add_n(self.scalars) / self.count
 
     def compute_output_shape(self, input_shape):
         return input_shape[0], 1
@@ -428,10 +429,10 @@ def test_setting_a_bad_rate_at_run_time_is_refused(make, bad):
     through (loss 1.24 -> 172); RK45 with a NaN step stopped training for good."""
     optimizer = make()
     model = trained(optimizer)
-    with pytest.raises(K.tf.errors.InvalidArgumentError, match='learning rate'):
+    with pytest.raises(tf.errors.InvalidArgumentError, match='learning rate'):
         K.set_value(optimizer.lr, bad)
     scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: float(bad))
-    with pytest.raises(K.tf.errors.InvalidArgumentError, match='learning rate'):
+    with pytest.raises(tf.errors.InvalidArgumentError, match='learning rate'):
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[scheduler])
     assert np.isfinite(K.get_value(optimizer.lr)) and K.get_value(optimizer.lr) > 0
     K.set_value(optimizer.lr, 0.02)  # a good one goes through
