@@ -10,6 +10,7 @@ wrapper: subclass `wrappers.Wrapper` and implement `prepare_step`.
 import contextlib
 import inspect
 import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -138,9 +139,15 @@ def check_state_value(name, value, dtype, non_negative=False, consequence='; not
 
 def reset_state(owner, names, variables, keep_iterations=False):
     """Re-initialize the state `variables` (named `names`) of `owner` in place; with
-    `keep_iterations` the counters keep their values."""
+    `keep_iterations` the counters keep their values. Returns whether there was any (before
+    the first training step there is none: a warning says so)."""
+    if not variables:
+        warnings.warn('%s has no state yet: it is built by the first training step (fit, '
+                      'train_on_batch) or apply_gradients; nothing was reset' % label(type(owner)))
+        return False
     ops.reinitialize(owner, [v for n, v in zip(names, variables)
                              if not (keep_iterations and is_counter(n))])
+    return True
 
 
 class Step(object):
@@ -253,11 +260,11 @@ class OptimizerBase(keras_optimizers.Optimizer):
         self.weights = [variable for _, variable in named]
         self.non_negative_names = set()
         for name in self.slot_names:
-            slot_names = ['%s/%s' % (name, p.op.name) for p in params]
-            names += slot_names
+            listed = ['%s/%s' % (name, p.op.name) for p in params]
+            names += listed
             self.weights += [self._slots[p][name] for p in params]
             if name in self.non_negative_slots:
-                self.non_negative_names.update(slot_names)
+                self.non_negative_names.update(listed)
         if inner:
             inner_names, inner_weights, inner_non_negative = inner
             names += ['inner/' + name for name in inner_names]
@@ -267,10 +274,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
 
     def reset(self, keep_iterations=False):
         """Re-initialize all state in place (see `keras_opt_legacy.reset_optimizer`)."""
-        if not self.weights:
-            return False
-        reset_state(self, self.weight_names, self.weights, keep_iterations)
-        return True
+        return reset_state(self, self.weight_names, self.weights, keep_iterations)
 
     # ---- building ----------------------------------------------------------------------------
 

@@ -183,28 +183,101 @@ class CosineDecayRestarts(LearningRateSchedule):
 
 
 @register
+class PiecewiseLinear(LearningRateSchedule):
+    """`np.interp(step, steps, values)`: linear between the points `(steps[i], values[i])`
+    (strictly increasing steps, negative allowed), `values[0]` before the first and
+    `values[-1]` after the last. BERT's warm-up then linear decay, bert4keras's
+    `lr_schedule={1000: 1, 2000: 0.1}` (`PiecewiseLinear([0, 1000, 2000], [0, lr, 0.1 * lr])`)
+    and keras-bert's `AdamWarmup` (`keras_bert_warmup`) are instances."""
+
+    config_keys = ('steps', 'values', 'name')
+
+    def __init__(self, steps, values, name=None):
+        for argument, given in (('steps', steps), ('values', values)):
+            if not isinstance(given, (list, tuple)) or not given:
+                raise TypeError('%s must be a non-empty list of numbers, got %r'
+                                % (argument, given))
+        self.steps = [checked_number('steps[%d]' % i, x, checks.ANY) for i, x in enumerate(steps)]
+        self.values = [checked_number('values[%d]' % i, y) for i, y in enumerate(values)]
+        if len(self.steps) != len(self.values):
+            raise ValueError('steps and values must have the same length, got %d and %d'
+                             % (len(self.steps), len(self.values)))
+        if any(a >= b for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError('steps must be strictly increasing, got %r' % (steps,))
+        self.name = name
+
+    def rate(self, step):
+        last = len(self.steps) - 1
+        steps, values = tf.constant(self.steps, tf.float32), tf.constant(self.values, tf.float32)
+        # The segment [steps[i - 1], steps[i]] holding the step (clipped to the ends).
+        passed = tf.reduce_sum(tf.cast(steps <= step, tf.int32))
+        left, right = tf.maximum(passed - 1, 0), tf.minimum(passed, last)
+        x0, x1 = tf.gather(steps, left), tf.gather(steps, right)
+        y0, y1 = tf.gather(values, left), tf.gather(values, right)
+        fraction = tf.where(x1 > x0, (step - x0) / tf.maximum(x1 - x0, 1e-30), 0.)
+        return y0 + fraction * (y1 - y0)
+
+
+def keras_bert_warmup(decay_steps, warmup_steps, lr=0.001, min_lr=0.):
+    """The rate of keras-bert's `AdamWarmup(decay_steps, warmup_steps, lr=lr, min_lr=min_lr)`,
+    as a `PiecewiseLinear`: with t = step + 1, lr * t / warmup_steps while t <= warmup_steps,
+    then min_lr + (lr - min_lr) * (1 - min(t, decay_steps) / decay_steps) (keras-bert does not
+    shift its decay by the warm-up, so the rate drops after the warm-up). Use it as
+    `keras_opt_legacy.Adam(lr=keras_bert_warmup(...))`."""
+    decay_steps = checked_number('decay_steps', decay_steps, POSITIVE)
+    warmup_steps = checks.integer('warmup_steps', warmup_steps, minimum=0)
+    lr, min_lr = checked_number('lr', lr), checked_number('min_lr', min_lr)
+
+    def decayed(t):
+        return min_lr + (lr - min_lr) * (1. - min(t, decay_steps) / decay_steps)
+    steps, values = [-1., float(warmup_steps - 1)], [0., lr]  # step = t - 1
+    if warmup_steps + 1 < decay_steps:  # the decay, linear in t, until t = decay_steps
+        steps += [float(warmup_steps), decay_steps - 1.]
+        values += [decayed(warmup_steps + 1), min_lr]
+    else:  # past decay_steps at once: min_lr
+        steps, values = steps + [float(warmup_steps)], values + [decayed(warmup_steps + 1)]
+    if warmup_steps == 0:
+        steps, values = steps[1:], values[1:]
+    return PiecewiseLinear(steps, values)
+
+
+@register
 class Warmup(LearningRateSchedule):
-    """Linear warm-up: schedule(step) * (step + 1) / warmup_steps for the first `warmup_steps`
-    updates (the first update already moves), then `schedule(step)` itself (not shifted).
+    """Linear warm-up over the first `warmup_steps` updates (the first update already moves).
+
+    `shift=False` (the default): schedule(step) * (step + 1) / warmup_steps during the warm-up,
+    then schedule(step) itself: the schedule keeps counting during the warm-up.
+    `shift=True`: schedule(0) * (step + 1) / warmup_steps during the warm-up, then
+    schedule(step - warmup_steps): the schedule starts after the warm-up, from its peak.
 
     `schedule` is a schedule or a constant rate.
     """
 
-    def __init__(self, schedule, warmup_steps, name=None):
+    config_keys = ('schedule', 'warmup_steps', 'shift', 'name')
+
+    def __init__(self, schedule, warmup_steps, shift=False, name=None):
         if isinstance(schedule, dict):
             schedule = deserialize_schedule(schedule)
         if not is_schedule(schedule):
             schedule = checked_number('schedule', schedule)
-        warmup_steps = checks.integer('warmup_steps', warmup_steps, minimum=0)
-        self.schedule, self.warmup_steps, self.name = schedule, warmup_steps, name
+        self.warmup_steps = checks.integer('warmup_steps', warmup_steps, minimum=0)
+        self.schedule, self.shift, self.name = schedule, checks.flag('shift', shift), name
+
+    def _target(self, step):
+        return self.schedule(step) if is_schedule(self.schedule) else self.schedule
 
     def rate(self, step):
-        target = self.schedule(step) if is_schedule(self.schedule) else self.schedule
         if self.warmup_steps == 0:
-            return tf.convert_to_tensor(target, tf.float32)
-        return target * tf.minimum(1., (step + 1.) / self.warmup_steps)
+            return tf.convert_to_tensor(self._target(step), tf.float32)
+        ramp = tf.minimum(1., (step + 1.) / self.warmup_steps)
+        if not self.shift:
+            return self._target(step) * ramp
+        during = self._target(tf.zeros_like(step)) * ramp
+        after = self._target(tf.maximum(step - self.warmup_steps, 0.))
+        return tf.where(step < self.warmup_steps, during, tf.convert_to_tensor(after, tf.float32))
 
     def get_config(self):
-        schedule = (serialize_schedule(self.schedule) if is_schedule(self.schedule)
-                    else self.schedule)
-        return {'schedule': schedule, 'warmup_steps': self.warmup_steps, 'name': self.name}
+        config = super(Warmup, self).get_config()
+        if is_schedule(self.schedule):
+            config['schedule'] = serialize_schedule(self.schedule)
+        return config

@@ -10,7 +10,7 @@ from keras import backend as K
 from keras.utils.io_utils import ask_to_proceed_with_overwrite
 
 from . import builtin, compat
-from .base import COUNTERS, check_state_value, label, reset_state, split_inner
+from .base import COUNTERS, check_state_value, reset_state, split_inner
 
 # Datasets in a saved file's optimizer_weights group (attributes in files of version 1): the
 # state names, and the names of the parameters they refer to, in order (a loading model may
@@ -32,14 +32,7 @@ def reset_optimizer(optimizer, keep_iterations=False):
     Returns whether anything was reset.
     """
     compat.check_standalone(optimizer)
-    names, variables = builtin.state(optimizer)
-    if not variables:
-        warnings.warn('%s has no state yet: it is built by the first training step (fit, '
-                      'train_on_batch) or apply_gradients; nothing was reset'
-                      % label(type(optimizer)))
-        return False
-    reset_state(optimizer, names, variables, keep_iterations)
-    return True
+    return reset_state(optimizer, *builtin.state(optimizer), keep_iterations=keep_iterations)
 
 
 def save_model(model, filepath, overwrite=True):

@@ -172,3 +172,48 @@ def test_clients_leave_keras_update_as_they_found_it():
     problems.compiled(cls(lr=0.01))._make_train_function()
     problems.compiled(keras_lookahead.Lookahead(kol.Adam()))._make_train_function()
     assert not ops.keras_update_patched()
+
+
+def test_bert4keras_piecewise_linear_equals_piecewise_linear_schedule():
+    """bert4keras's lr_schedule={1000: 1, 2000: 0.1} times lr is PiecewiseLinear([0, 1000,
+    2000], [0, lr, 0.1 * lr]) (bert4keras.backend.piecewise_linear evaluated here)."""
+    from bert4keras.backend import piecewise_linear
+    from keras_opt_legacy import schedules
+    lr, step = 2e-5, K.placeholder((), dtype='int64')
+    theirs = lr * piecewise_linear(step, {1000: 1, 2000: 0.1})
+    ours = schedules.PiecewiseLinear([0, 1000, 2000], [0., lr, 0.1 * lr])(step)
+    for s in list(range(0, 50)) + list(range(950, 2100, 11)):
+        got, want = K.get_session().run([ours, theirs], {step: s})
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize('decay_steps, warmup_steps, lr, min_lr', [
+    (100, 10, 1e-3, 0.), (50, 20, 2e-5, 1e-6), (30, 40, 1e-3, 1e-5), (10, 0, 1e-3, 0.)])
+def test_keras_bert_adam_warmup_rate_is_reproduced(decay_steps, warmup_steps, lr, min_lr):
+    """keras-bert 0.84's AdamWarmup rate (t = iterations + 1, the decay not shifted), read from
+    its own graph, equals `keras_bert_warmup` at every step, as current_learning_rate shows."""
+    keras_bert = client('keras_bert')
+    from keras_opt_legacy import schedules
+    import keras
+    theirs = keras_bert.AdamWarmup(decay_steps, warmup_steps, lr=lr, min_lr=min_lr)
+    switches, original = [], K.switch
+
+    def capture(*args, **kwargs):  # AdamWarmup's first K.switch is its learning rate
+        switches.append(original(*args, **kwargs))
+        return switches[-1]
+    model = problems.mlp()
+    K.switch = capture
+    try:
+        theirs.get_updates(model.total_loss if hasattr(model, 'total_loss') else
+                           K.sum(model.output), model.trainable_weights)
+    finally:
+        K.switch = original
+    ours = kol.Adam(lr=schedules.keras_bert_warmup(decay_steps, warmup_steps, lr, min_lr))
+    problems.compiled(ours)._make_train_function()
+    for step in range(decay_steps + warmup_steps + 5):
+        K.set_value(theirs.iterations, step)
+        K.set_value(ours.iterations, step)
+        # To float32 rounding: keras-bert's 1 - t / decay_steps loses up to half an ulp of 1.0.
+        np.testing.assert_allclose(kol.current_learning_rate(ours), K.get_value(switches[0]),
+                                   rtol=1e-6, atol=lr * 2 ** -23)
+    assert keras is not None

@@ -179,3 +179,40 @@ def test_current_learning_rate_of_keras_builtins_and_no_graph_growth():
 def test_bad_input_fails_at_construction_naming_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize('steps, rates', [
+    ([0, 1000, 2000], [0., 1e-3, 1e-4]),  # bert4keras's lr_schedule={1000: 1, 2000: 0.1}
+    ([-1, 9, 10, 99], [0., 2e-5, 1.9e-5, 0.]),  # negative steps: keras-bert's warm-up
+    ([5], [0.3]), ([2.5, 7.25], [0.1, 0.2])])
+def test_piecewise_linear_equals_numpy_interp(steps, rates):
+    at = list(range(-5, 40)) + list(range(900, 2100, 7))
+    np.testing.assert_allclose(values(schedules.PiecewiseLinear(steps, rates), at),
+                               np.interp(at, steps, rates), rtol=1e-6, atol=1e-12)
+
+
+def test_warmup_with_shift_starts_the_schedule_after_the_warmup():
+    """Without shift, Warmup(PolynomialDecay(1e-3, 100)) peaks near 7e-4 (the decay counts
+    during the warm-up); with shift=True it peaks at 1e-3, then decays from there."""
+    inner = schedules.PolynomialDecay(1e-3, 100, end_learning_rate=0.)
+    plain = values(inner, range(200))
+    shifted = values(schedules.Warmup(inner, 30, shift=True), range(200))
+    expected = [plain[0] * (s + 1) / 30 if s < 30 else plain[s - 30] for s in range(200)]
+    np.testing.assert_allclose(shifted, expected, rtol=1e-6)
+    assert np.isclose(shifted.max(), 1e-3, rtol=1e-6)
+    assert values(schedules.Warmup(inner, 30), range(200)).max() < 7.2e-4
+    config = schedules.Warmup(inner, 30, shift=True).get_config()
+    again = schedules.Warmup.from_config(config)
+    np.testing.assert_array_equal(values(again, range(200)), shifted)
+
+
+@pytest.mark.parametrize('make, argument', [
+    (lambda: schedules.PiecewiseLinear([0, 0], [1., 2.]), 'strictly increasing'),
+    (lambda: schedules.PiecewiseLinear([0, 1], [1.]), 'same length'),
+    (lambda: schedules.PiecewiseLinear([0, 1], [1., -1.]), 'values\\[1\\]'),
+    (lambda: schedules.PiecewiseLinear([0, float('nan')], [1., 1.]), 'steps\\[1\\]')])
+def test_piecewise_linear_bad_input(make, argument):
+    with pytest.raises(ValueError, match=argument):
+        make()
+    with pytest.raises(TypeError, match='steps'):
+        schedules.PiecewiseLinear(None, [1.])

@@ -245,10 +245,13 @@ SCHEDULES = [schedules.ExponentialDecay(0.05, 3, 0.7, staircase=True),
              schedules.PolynomialDecay(0.05, 4, 0.001, power=2., cycle=True),
              schedules.InverseTimeDecay(0.05, 2, 0.5), schedules.CosineDecay(0.05, 9),
              schedules.CosineDecayRestarts(0.05, 3, t_mul=1.5, m_mul=0.9),
-             schedules.Warmup(schedules.CosineDecay(0.05, 9), 4)]
+             schedules.Warmup(schedules.CosineDecay(0.05, 9), 4),
+             schedules.Warmup(schedules.PolynomialDecay(0.05, 9), 3, shift=True),
+             schedules.PiecewiseLinear([-1, 3, 8], [0., 0.05, 0.01])]
 
 
-@pytest.mark.parametrize('schedule', SCHEDULES, ids=[type(s).__name__ for s in SCHEDULES])
+@pytest.mark.parametrize('schedule', SCHEDULES, ids=['%s-%d' % (type(s).__name__, i)
+                                                      for i, s in enumerate(SCHEDULES)])
 def test_every_schedule_resumes_exactly_in_a_fresh_process(tmp_path, schedule):
     check_fresh_process_resume(tmp_path, lambda: kol.Adam(lr=schedule))
 
