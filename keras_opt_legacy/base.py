@@ -19,7 +19,7 @@ from keras import optimizers as keras_optimizers
 from keras.legacy import interfaces
 from keras.utils.generic_utils import get_custom_objects
 
-from . import checks, ops
+from . import checks, compat, ops
 from .checks import (NON_NEGATIVE, NON_POSITIVE, UNIT_INTERVAL,  # noqa: F401 (v1 names)
                      checked_number)
 from .ops import minus, plus  # noqa: F401 (v1 names)
@@ -194,6 +194,7 @@ class OptimizerBase(keras_optimizers.Optimizer):
     needs_inject = False  # whether training needs opt.inject(model) after compile
     inject_reason = 'drives the train function itself'  # why, for the error message
     _injecting = False
+    _train_outputs = ()  # while injecting: the loss and metrics of the train function being built
 
     def __init__(self, **kwargs):
         super(OptimizerBase, self).__init__(**kwargs)
@@ -279,14 +280,23 @@ class OptimizerBase(keras_optimizers.Optimizer):
     # ---- building ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def injecting(self):
+    def injecting(self, outputs=()):
         """While open, `get_updates` may build the updates of an optimizer that `needs_inject`
-        (its `inject(model)` opens it around Keras's train-function construction)."""
-        self._injecting = True
+        (its `inject(model)` opens it around Keras's train-function construction); `outputs`,
+        the loss and metrics of that train function, are `self._train_outputs` meanwhile."""
+        self._injecting, self._train_outputs = True, list(outputs)
         try:
             yield
         finally:
-            self._injecting = False
+            self._injecting, self._train_outputs = False, ()
+
+    def _injected_parts(self, model):
+        """For `inject(model)`: Keras's train-function parts (`compat.train_function_parts`) and
+        this optimizer's updates, built for `model` as Keras would build them."""
+        compat.check_compiled_with(model, self, 'call opt.inject(model)')
+        parts = compat.train_function_parts(model)
+        with self.injecting(outputs=parts[1]):
+            return parts + (compat.training_updates(model),)
 
     def _check_injecting(self):
         if self.needs_inject and not self._injecting:

@@ -51,8 +51,7 @@ def state(optimizer, params=None):
         return list(optimizer.weight_names), list(optimizer.weights)
     if not optimizer.weights:
         return [], []
-    weights = list(optimizer.weights)
-    names = weight_names(type(optimizer).__name__, len(weights), params)
+    names, weights = saved_state(optimizer, params)
     counters = [('iterations', optimizer.iterations)]
     if getattr(optimizer, 'm_schedule', None) is not None:
         counters.append(('m_schedule', optimizer.m_schedule))
@@ -87,7 +86,7 @@ def saved_state(optimizer, params):
     a Keras built-in's `weights` (named by its layout)."""
     if is_ours(optimizer):
         return state(optimizer)
-    variables = list(optimizer.weights)
+    variables = list(optimizer.weights)  # Keras's own layout (`state` adds the counters)
     return weight_names(type(optimizer).__name__, len(variables), params), variables
 
 

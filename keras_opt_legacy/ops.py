@@ -23,7 +23,7 @@ from .compat import fused_kernels
 # Keras's own assignments, as imported: a client that patches them is detected by comparison,
 # and counters are always incremented with these (a client's gate is meant for values).
 _KERAS_UPDATES = (K.update, K.update_add, K.update_sub)
-_update, _update_add = K.update, K.update_add
+_update, _update_add, _ = _KERAS_UPDATES
 
 
 def keras_update_patched():

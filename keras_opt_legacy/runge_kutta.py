@@ -40,7 +40,6 @@ class InjectOptimizer(Optimizer):
     needs_inject = True
     inject_reason = 'evaluates the gradient at several points per batch and needs its own ' \
         'train function'
-    _start_outputs = None  # while `inject` builds the stages: the first stage's loss and metrics
 
     def stages(self, grads, params):
         """One function per stage, each returning that stage's update ops (state exists)."""
@@ -51,7 +50,7 @@ class InjectOptimizer(Optimizer):
         grads = ops.after_all(self.get_gradients(loss, params), also=[loss])
         self._create_state(params)
         stages = self.stages(grads, params)
-        with tf.control_dependencies(self._start_outputs):  # metrics too see the start point
+        with tf.control_dependencies(self._train_outputs):  # metrics too see the start point
             self._stage_updates = [stages[0]()]
         self._stage_updates += [build() for build in stages[1:]]
         self.updates = [op for stage in self._stage_updates for op in stage]
@@ -66,14 +65,8 @@ class InjectOptimizer(Optimizer):
         """Replace `model.train_function` by one graph function per stage, run on each batch.
 
         Call after `model.compile(optimizer=opt, ...)` and again after every recompile."""
-        compat.check_compiled_with(model, self, 'call opt.inject(model)')
-        inputs, outputs, state_updates, metric_updates, kwargs = compat.train_function_parts(model)
-        self._start_outputs = outputs
-        try:
-            with self.injecting():
-                compat.training_updates(model)  # calls get_updates, which builds the stages
-        finally:
-            self._start_outputs = None
+        # Keras's get_updates call builds the stages (`self._stage_updates`).
+        inputs, outputs, state_updates, metric_updates, kwargs, _ = self._injected_parts(model)
         first, rest = self._stage_updates[0], self._stage_updates[1:]
         functions = [K.function(inputs, outputs, updates=state_updates + metric_updates + first,
                                 name='train_function', **kwargs)]

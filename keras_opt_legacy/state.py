@@ -18,9 +18,6 @@ from .base import COUNTERS, check_state_value, reset_state, split_inner
 STATE_NAMES = 'keras_opt_legacy_state_names'
 PARAM_NAMES = 'keras_opt_legacy_param_names'
 
-state_of = builtin.state  # `(names, variables)` of all the state of any optimizer
-
-
 def reset_optimizer(optimizer, keep_iterations=False):
     """Re-initialize the optimizer's state (slots, accumulators, counters) in place.
 

@@ -45,14 +45,6 @@ class Wrapper(OptimizerBase):
     def current_rate(self):
         return builtin.rate(self.optimizer)
 
-    def _injected_parts(self, model):
-        """For `inject(model)`: Keras's train-function parts (`compat.train_function_parts`) and
-        this optimizer's updates, built for `model` as Keras would build them."""
-        compat.check_compiled_with(model, self, 'call opt.inject(model)')
-        parts = compat.train_function_parts(model)
-        with self.injecting():
-            return parts + (compat.training_updates(model),)
-
     def _prepare_inner(self, grads, params):
         """Prepare the inner optimizer's step and list all state (own slots created first)."""
         step = builtin.prepare_step(self.optimizer, grads, params)

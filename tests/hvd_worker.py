@@ -25,7 +25,7 @@ from keras import backend as K  # noqa: E402
 
 import keras_opt_legacy as kol  # noqa: E402
 from keras_opt_legacy import compat, distributed  # noqa: E402
-from keras_opt_legacy.state import state_of  # noqa: E402
+from keras_opt_legacy.builtin import state as state_of  # noqa: E402
 import problems  # noqa: E402
 
 BATCH = 64      # the global batch: the workers split it
