@@ -5,9 +5,10 @@ from . import checks, ops
 from .base import Optimizer, PreparedStep, custom_objects, register
 from .builtin import current_learning_rate
 from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, AdamBase, Adam, Adamax, Nadam,
-                         Ftrl)
+                         Ftrl, DecoupledWeightDecay, AdamW, SGDW, NadamW)
 
-from .wrappers import Wrapper, GradientAccumulation, Lookahead, SkipNonFinite
+from .wrappers import (Wrapper, GradientAccumulation, Lookahead, SkipNonFinite, WeightDecay,
+                       LearningRateMultipliers, layer_wise_decay)
 from .runge_kutta import (InjectOptimizer, RungeKutta, AdaptiveRungeKutta,
                           Heun, Midpoint, RK4, RK23, RK45)
 from .state import (load_model, load_optimizer_state, load_weights, reset_optimizer,
@@ -19,6 +20,8 @@ __version__ = '0.1.0'
 __all__ = ['Optimizer', 'AdamBase', 'Wrapper', 'PreparedStep', 'register', 'checks', 'ops',
            'current_learning_rate', 'custom_objects', 'schedules',
            'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
-           'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'callbacks', 'load_model',
+           'DecoupledWeightDecay', 'AdamW', 'SGDW', 'NadamW',
+           'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'WeightDecay',
+           'LearningRateMultipliers', 'layer_wise_decay', 'callbacks', 'load_model',
            'load_optimizer_state', 'load_weights', 'reset_optimizer', 'save_model', 'InjectOptimizer',
            'RungeKutta', 'AdaptiveRungeKutta', 'Heun', 'Midpoint', 'RK4', 'RK23', 'RK45']

@@ -192,6 +192,11 @@ class OptimizerBase(keras_optimizers.Optimizer):
     slot_names = ()  # per-parameter state, in `weights` order
     non_negative_slots = ()  # those that hold squares or maxima: a negative value is corrupt
     needs_inject = False  # whether training needs opt.inject(model) after compile
+    # Whether `prepare_step` takes per-parameter `rate_factors` (LearningRateMultipliers).
+    takes_rate_factors = False
+    # Whether the step reads a parameter other than to subtract its step from it (Ftrl's
+    # linear term): decoupled weight decay must then be subtracted after it, not before.
+    step_reads_parameters = False
     inject_reason = 'drives the train function itself'  # why, for the error message
     _injecting = False
     _train_outputs = ()  # while injecting: the loss and metrics of the train function being built
@@ -206,11 +211,14 @@ class OptimizerBase(keras_optimizers.Optimizer):
             self._scope = scope
             self.iterations = K.variable(0, dtype='int64', name='iterations')
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         """Create the state of `params`; return a `PreparedStep` building one step's ops.
 
         `grads` are the final gradients, or a function returning them, called where they are
-        needed: inside a wrapper's branch, work on them is done only when the branch runs."""
+        needed: inside a wrapper's branch, work on them is done only when the branch runs.
+        `rate_factors` ({parameter: factor}, given by `LearningRateMultipliers`): each such
+        parameter takes the step this optimizer would take with its learning rate times the
+        factor (`takes_rate_factors` says whether it can)."""
         raise NotImplementedError
 
     # ---- state -----------------------------------------------------------------------------
@@ -436,6 +444,7 @@ class Optimizer(OptimizerBase):
     """
 
     lr_check = checks.NON_NEGATIVE  # what a constant learning rate must be
+    takes_rate_factors = True  # each parameter's step values are built with its own rate
 
     def __init__(self, lr=None, decay=0., fused=True, **kwargs):
         learning_rate = kwargs.pop('learning_rate', _MISSING)
@@ -542,11 +551,14 @@ class Optimizer(OptimizerBase):
 
     learning_rate = lr
 
-    def _learning_rate_at(self, iterations):
-        """The rate of the update being built: schedule, or constant with legacy decay."""
+    def _learning_rate_at(self, iterations, factor=1.):
+        """The rate of the update being built: schedule, or constant with legacy decay; times
+        `factor` (a per-parameter multiplier), applied where an optimizer built with `lr *
+        factor` would have it."""
         if self._schedule is not None:  # a schedule computes in float32; the variables may not
-            return K.cast(self._schedule(iterations), K.floatx())
-        lr = self._lr
+            lr = K.cast(self._schedule(iterations), K.floatx())
+            return lr if factor == 1 else lr * factor
+        lr = self._lr if factor == 1 else self._lr * factor
         if self.initial_decay > 0:
             lr = lr * (1. / (1. + self.decay * K.cast(iterations, K.dtype(self.decay))))
         return lr
@@ -600,14 +612,23 @@ class Optimizer(OptimizerBase):
                        for v, x in updates]
         return ops.assign_all(updates)
 
-    def update_ops(self, grads, params):
-        """Ops that apply one step with `grads` (already clipped) to `params`.
+    def update_ops(self, grads, params, rate_factors=None):
+        """Ops that apply one step with `grads` (already clipped) to `params`; a parameter with
+        a factor in `rate_factors` takes the step of this rule with its rate times the factor.
 
         The state must exist (`_create_state`); this only builds ops, so it may be called inside a
         `tf.cond` branch (gradient accumulation, the non-finite guard).
         """
-        step = self._step_values(self._learning_rate_at(self.iterations),
-                                 K.cast(self.iterations, K.floatx()) + 1)
+        t = K.cast(self.iterations, K.floatx()) + 1
+        steps = {}  # factor -> the step values of that rate
+
+        def step_of(p):
+            factor = (rate_factors or {}).get(p, 1.)
+            if factor not in steps:
+                steps[factor] = self._step_values(
+                    self._learning_rate_at(self.iterations, factor), t)
+            return steps[factor]
+        step = step_of(None)  # the rule's own: for the shared scalar state (`_final_updates`)
         # Kernels update in place: not for a constraint on the result, a sparse gradient, a
         # subclass's changed rule, or a client that intercepts K.update.
         kernels = self.fused and self._kernel_is_current() and not ops.keras_update_patched()
@@ -615,9 +636,9 @@ class Optimizer(OptimizerBase):
         for p, g in zip(params, grads):
             fusable = kernels and getattr(p, 'constraint', None) is None and \
                 isinstance(g, tf.Tensor)
-            fused = self._fused(p, g, self._slots[p], step) if fusable else None
+            fused = self._fused(p, g, self._slots[p], step_of(p)) if fusable else None
             if fused is None:
-                fused = self._assign_all(self._apply(p, g, self._slots[p], step), p)
+                fused = self._assign_all(self._apply(p, g, self._slots[p], step_of(p)), p)
             updates.extend(fused if isinstance(fused, list) else [fused])
         with tf.control_dependencies(ops.graph_elements(updates)):
             final = self._assign_all(self._final_updates(step))
@@ -632,9 +653,10 @@ class Optimizer(OptimizerBase):
         params = self._create_slots(params)
         self._list_state(params)
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         self._create_state(params)
-        return PreparedStep(lambda: self.update_ops(resolve_gradients(grads), params))
+        return PreparedStep(lambda: self.update_ops(resolve_gradients(grads), params,
+                                                    rate_factors))
 
     def clip_gradients(self, grads):
         return clip_gradients(grads, getattr(self, 'clipnorm', None),

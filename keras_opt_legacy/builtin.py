@@ -6,13 +6,14 @@ A Keras built-in is stepped by running its own `get_updates` with the gradient a
 supplies (set on that one instance, removed in a `finally`) and re-creating its assignments
 wherever the wrapper needs them, e.g. inside a `tf.cond` branch. Nothing global stays patched.
 """
+import inspect
 import weakref
 
 from keras import backend as K
 from keras import optimizers as keras_optimizers
 
 from . import compat, ops
-from .base import OptimizerBase, PreparedStep, clip_gradients, resolve_gradients
+from .base import OptimizerBase, PreparedStep, clip_gradients, label, resolve_gradients
 
 
 def is_ours(optimizer):
@@ -34,13 +35,33 @@ def as_optimizer(optimizer):
     return optimizer
 
 
-def prepare_step(optimizer, grads, params):
+def prepare_step(optimizer, grads, params, rate_factors=None):
     """`prepare_step` of any optimizer, with its own clipping applied to `grads` (a list, or a
-    function returning it: see `OptimizerBase.prepare_step`)."""
+    function returning it: see `OptimizerBase.prepare_step`); `rate_factors` as there (only
+    for an optimizer that `takes_rate_factors`)."""
+    rate_factors = {p: k for p, k in (rate_factors or {}).items() if k != 1}
+    if rate_factors and not takes_rate_factors(optimizer):
+        raise TypeError('%s cannot take a learning rate per parameter' % label(type(optimizer)))
     if is_ours(optimizer):
+        extra = {'rate_factors': rate_factors} if rate_factors else {}
         return optimizer.prepare_step(
-            lambda: optimizer.clip_gradients(resolve_gradients(grads)), params)
-    return _keras_step(optimizer, grads, params)
+            lambda: optimizer.clip_gradients(resolve_gradients(grads)), params, **extra)
+    return _keras_step(optimizer, grads, params, rate_factors)
+
+
+def takes_rate_factors(optimizer):
+    """Whether `optimizer` can step each parameter with its own learning rate: ours that say
+    so (`takes_rate_factors`), and Keras's built-ins (their update re-run with a scaled rate)."""
+    if is_ours(optimizer):  # a subclass's own prepare_step may not take them
+        return optimizer.takes_rate_factors and \
+            'rate_factors' in inspect.signature(optimizer.prepare_step).parameters
+    return isinstance(optimizer, compat.keras_builtin_classes())
+
+
+def step_reads_parameters(optimizer):
+    """Whether the step of `optimizer` reads a parameter other than to subtract its step from
+    it (see `OptimizerBase.step_reads_parameters`); Keras's built-ins do not."""
+    return is_ours(optimizer) and optimizer.step_reads_parameters
 
 
 def state(optimizer, params=None):
@@ -157,26 +178,53 @@ def keras_get_updates(optimizer, grads, params, slots=None):
     return updates, created
 
 
-def _keras_step(optimizer, grads, params):
+def _keras_step(optimizer, grads, params, rate_factors=None):
     def clipped():
         return clip_gradients(resolve_gradients(grads), getattr(optimizer, 'clipnorm', None),
                               getattr(optimizer, 'clipvalue', None))
     # This first call creates Keras's slots, outside any control flow; its ops never run.
     _, slots = keras_get_updates(optimizer, clipped(), params)
+    owners = _slot_owners(optimizer, slots, params) if rate_factors else {}
+    factors = sorted(set(rate_factors.values()) | {1.}) if rate_factors else [1.]
 
     def build():
         # Keras's update ops again, here (in a wrapper's tf.cond branch, they run only when it
         # applies an update), on the same slots. Its assignments re-created in the package's
         # order (`ops.in_order`): all new values first (a variable may be read in several
         # places), and counters last (Keras 2.2.4 races reading `iterations` against its
-        # increment).
-        updates, _ = keras_get_updates(optimizer, clipped(), params, slots)
-        assignments = [_assignment(update, optimizer) for update in updates]
+        # increment). With rate factors, its update is built once per factor with the rate
+        # scaled, and each parameter (and its slots) takes the one of its own factor; the
+        # counters are taken once.
+        gradients = clipped()
+        assignments = []
+        for factor in factors:
+            with compat.scaled_learning_rate(optimizer, factor):
+                updates, _ = keras_get_updates(optimizer, gradients, params, slots)
+            for update in updates:
+                assignment = _assignment(update, optimizer)
+                owner = owners.get(_variable_name(assignment[1]))
+                if (rate_factors or {}).get(owner, 1.) == factor:
+                    assignments.append(assignment)
         return ops.in_order(
             [value for _, _, value, _ in assignments],
             [(lambda a=a: a[0](a[1], a[2])) for a in assignments if not a[3]],
             [(lambda a=a: a[0](a[1], a[2])) for a in assignments if a[3]])
     return PreparedStep(build)
+
+
+def _variable_name(target):
+    return target.op.name  # a ref variable's tensor, a resource variable's handle, a variable
+
+
+def _slot_owners(optimizer, slots, params):
+    """{variable name: parameter} of the parameters and of the slots Keras's built-in
+    `optimizer` created for them: one group of slots after another, each in parameter order."""
+    if len(slots) % len(params):
+        raise TypeError('cannot step the parameters of %s with rates of their own: %d slots for '
+                        '%d parameters' % (type(optimizer).__name__, len(slots), len(params)))
+    owners = {_variable_name(s): params[i % len(params)] for i, s in enumerate(slots)}
+    owners.update((_variable_name(p), p) for p in params)
+    return owners
 
 
 def _assignment(update, optimizer):

@@ -4,6 +4,7 @@ Everything that depends on the installed Keras/TensorFlow version, or that touch
 attribute (`_make_train_function`, `_feed_inputs`, ...), lives here, so the rest of the package is
 written against one stable surface.
 """
+import contextlib
 import copy
 
 import tensorflow as tf
@@ -86,6 +87,27 @@ def deserialize_optimizer(config, custom_objects=None):
             config.get('class_name', '').lower() in {name.lower() for name in KERAS_LAYOUTS}:
         options['lr'] = options.pop('learning_rate')
     return keras.optimizers.deserialize(config, custom_objects=custom_objects)
+
+
+def keras_builtin_classes():
+    """Keras's built-in optimizer classes (those whose state layout is known)."""
+    return tuple(getattr(keras.optimizers, name) for name in KERAS_LAYOUTS)
+
+
+@contextlib.contextmanager
+def scaled_learning_rate(optimizer, factor):
+    """Keras built-in `optimizer` reads its rate times `factor` while open (its `get_updates`
+    reads the attribute: `lr` in Keras 2.2, `learning_rate` in 2.3, where `lr` is read-only)."""
+    if factor == 1:
+        yield
+        return
+    name = 'learning_rate' if KERAS_23 else 'lr'
+    original = getattr(optimizer, name)
+    setattr(optimizer, name, original * factor)
+    try:
+        yield
+    finally:
+        setattr(optimizer, name, original)
 
 
 def make_train_function(model):

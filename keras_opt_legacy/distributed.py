@@ -93,15 +93,16 @@ class DistributedOptimizer(Wrapper):
         weight_total = hvd.allreduce(weight, op=hvd.Sum)
         return [t / weight_total for t in totals]
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         params = self._create_slots(params)
         if self._accumulation is not None:
             inner = self._accumulation
-            step = inner.prepare_step(grads, params, reduce=self.reduce)
+            step = inner.prepare_step(grads, params, rate_factors, reduce=self.reduce)
             self._list_state(params, inner=builtin.inner_state(inner, params))
         else:
             inner = self.optimizer
-            step = self._prepare_inner(lambda: self.reduce(resolve_gradients(grads)), params)
+            step = self._prepare_inner(lambda: self.reduce(resolve_gradients(grads)), params,
+                                       rate_factors)
 
         def build():
             inner_ops = step()
@@ -159,9 +160,9 @@ class PeriodicAveraging(Wrapper):
         super(PeriodicAveraging, self).__init__(optimizer)
         self.sync_every = sync_every
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         params = self._create_slots(params)
-        inner = self._prepare_inner(grads, params)
+        inner = self._prepare_inner(grads, params, rate_factors)
         shared = params + [v for v in builtin.state(self.optimizer, params)[1]
                            if v.dtype.base_dtype.is_floating]
 

@@ -16,6 +16,7 @@ from keras import backend as K
 from .base import Optimizer, Step, register
 from .checks import CLOSED_UNIT_INTERVAL, NON_POSITIVE, POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
+from .decay import DecoupledDecay, deserialize_rate
 from .ops import average_in_place, descend, minus, plus, read_after
 
 
@@ -262,6 +263,7 @@ class Ftrl(Optimizer):
     slot_names = ('accumulator', 'linear')
     non_negative_slots = ('accumulator',)
     lr_check = POSITIVE  # the rule divides by the rate
+    step_reads_parameters = True  # linear += ... - sigma * p
 
     def __init__(self, lr=DefaultRate(0.001), learning_rate_power=-0.5,
                  initial_accumulator_value=0.1,
@@ -311,3 +313,80 @@ class Ftrl(Optimizer):
                          K.zeros_like(p))
         return [(acc, new_acc), (linear, new_linear),
                 (p, new_p)]
+
+
+# ---- with decoupled weight decay ---------------------------------------------------------------
+
+class DecoupledWeightDecay(object):
+    """Decoupled weight decay built into a rule (`AdamW`, `SGDW`, `NadamW`): the same ops as
+    `WeightDecay(rule, weight_decay, exclude=exclude_from_weight_decay, scale_by_lr=...)`, so
+    the same results bitwise, with the rule's own `iterations` as the decay schedule's step.
+    See `keras_opt_legacy.WeightDecay` for the semantics; `decayed_params` lists the decayed
+    parameters once the train function is built."""
+
+    def _init_weight_decay(self, weight_decay, exclude_from_weight_decay, scale_by_lr):
+        self.decay_term = DecoupledDecay(weight_decay, exclude_from_weight_decay,
+                                         scale_by_lr=scale_by_lr, name='weight_decay')
+
+    @property
+    def decayed_params(self):
+        return list(self.decay_term.params)
+
+    def prepare_step(self, grads, params, rate_factors=None):
+        self.decay_term.select(params)  # an unmatched pattern fails here, before any state
+        rule = super(DecoupledWeightDecay, self)
+        return self.decay_term.prepare(
+            lambda gradients: rule.prepare_step(gradients, params, rate_factors), grads,
+            self.iterations, self.current_rate(), rate_factors, self.step_reads_parameters)
+
+    def get_config(self):
+        config = super(DecoupledWeightDecay, self).get_config()
+        term = self.decay_term.get_config()
+        config.update(weight_decay=term['rate'], exclude_from_weight_decay=term['exclude'],
+                      scale_by_lr=term['scale_by_lr'])
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config['weight_decay'] = deserialize_rate(config.get('weight_decay', WEIGHT_DECAY))
+        return super(DecoupledWeightDecay, cls).from_config(config)
+
+
+WEIGHT_DECAY = 0.01  # PyTorch's AdamW default
+
+
+@register
+class AdamW(DecoupledWeightDecay, Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): Keras's Adam arguments, then
+    `weight_decay` (a number or a schedule), `exclude_from_weight_decay` (regular expressions on
+    parameter names) and `scale_by_lr` (True: PyTorch's AdamW, `p -= lr * weight_decay * p`;
+    False: tf.contrib's AdamWOptimizer, `p -= weight_decay * p`)."""
+
+    def __init__(self, lr=DefaultRate(0.001), beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.,
+                 amsgrad=False, weight_decay=WEIGHT_DECAY, exclude_from_weight_decay=(),
+                 scale_by_lr=True, **kwargs):
+        super(AdamW, self).__init__(lr, beta_1, beta_2, epsilon, decay, amsgrad, **kwargs)
+        self._init_weight_decay(weight_decay, exclude_from_weight_decay, scale_by_lr)
+
+
+@register
+class SGDW(DecoupledWeightDecay, SGD):
+    """SGD (momentum, Nesterov) with decoupled weight decay; arguments as `AdamW`'s."""
+
+    def __init__(self, lr=DefaultRate(0.01), momentum=0., decay=0., nesterov=False,
+                 weight_decay=WEIGHT_DECAY, exclude_from_weight_decay=(), scale_by_lr=True,
+                 **kwargs):
+        super(SGDW, self).__init__(lr, momentum, decay, nesterov, **kwargs)
+        self._init_weight_decay(weight_decay, exclude_from_weight_decay, scale_by_lr)
+
+
+@register
+class NadamW(DecoupledWeightDecay, Nadam):
+    """Nadam with decoupled weight decay; arguments as `AdamW`'s."""
+
+    def __init__(self, lr=DefaultRate(0.002), beta_1=0.9, beta_2=0.999, epsilon=None,
+                 schedule_decay=0.004, decay=0., weight_decay=WEIGHT_DECAY,
+                 exclude_from_weight_decay=(), scale_by_lr=True, **kwargs):
+        super(NadamW, self).__init__(lr, beta_1, beta_2, epsilon, schedule_decay, decay, **kwargs)
+        self._init_weight_decay(weight_decay, exclude_from_weight_decay, scale_by_lr)

@@ -7,11 +7,14 @@ slots (`self._create_slots`), prepare the inner step (`self._prepare_inner`), an
 `PreparedStep` whose function builds the inner ops plus the wrapper's own, with `iterations`
 counted last (`ops.count_after`, or `ops.every_kth_update` for "every k applied updates").
 """
+import collections
+
 import tensorflow as tf
 from keras import backend as K
 from keras import optimizers as keras_optimizers
 
 from . import builtin, checks, compat, ops
+from .decay import DecoupledDecay, check_all_match, deserialize_rate, patterns
 from .base import OptimizerBase, PreparedStep, label, register, resolve_gradients
 
 
@@ -45,9 +48,18 @@ class Wrapper(OptimizerBase):
     def current_rate(self):
         return builtin.rate(self.optimizer)
 
-    def _prepare_inner(self, grads, params):
-        """Prepare the inner optimizer's step and list all state (own slots created first)."""
-        step = builtin.prepare_step(self.optimizer, grads, params)
+    @property
+    def takes_rate_factors(self):
+        return builtin.takes_rate_factors(self.optimizer)
+
+    @property
+    def step_reads_parameters(self):
+        return builtin.step_reads_parameters(self.optimizer)
+
+    def _prepare_inner(self, grads, params, rate_factors=None):
+        """Prepare the inner optimizer's step (`rate_factors` passed on) and list all state (own
+        slots created first)."""
+        step = builtin.prepare_step(self.optimizer, grads, params, rate_factors)
         self._list_state(params, inner=builtin.inner_state(self.optimizer, params))
         return step
 
@@ -114,7 +126,7 @@ class GradientAccumulation(Wrapper):
             return step(ins)
         compat.install_train_function(model, train_function)
 
-    def prepare_step(self, grads, params, reduce=None):
+    def prepare_step(self, grads, params, rate_factors=None, reduce=None):
         """`reduce` (given by `distributed.DistributedOptimizer`): a function of the mean
         gradient, e.g. an allreduce over workers, run only on the batches that apply an update."""
         params = self._create_slots(params)
@@ -125,7 +137,7 @@ class GradientAccumulation(Wrapper):
         def mean():  # built inside the update branch below: it runs only on that batch
             means = [(a + g) / self.steps for a, g in zip(accumulators, grads)]
             return means if reduce is None else reduce(means)
-        inner = self._prepare_inner(mean, params)
+        inner = self._prepare_inner(mean, params, rate_factors)
 
         def update():
             inner_ops = inner()
@@ -164,9 +176,9 @@ class Lookahead(Wrapper):
         # 0 until the slow weights hold the parameters (again after a reset).
         self.started = self._add_scalar('started', 0, dtype='int64')
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         params = self._create_slots(params)
-        inner = self._prepare_inner(grads, params)
+        inner = self._prepare_inner(grads, params, rate_factors)
         slows = [self._slots[p]['slow'] for p in params]
 
         def sync():  # slow += slow_step * (fast - slow); fast = slow, within p's constraint
@@ -231,12 +243,12 @@ class SkipNonFinite(Wrapper):
             return trains[bool(probe(ins)[0])](ins)
         compat.install_train_function(model, train_function)
 
-    def prepare_step(self, grads, params):
+    def prepare_step(self, grads, params, rate_factors=None):
         params = self._create_slots(params)
         grads = resolve_gradients(grads)
         finite = self._finite = tf.reduce_all(tf.stack([tf.constant(True)] + [
             tf.reduce_all(tf.is_finite(getattr(g, 'values', g))) for g in grads]))
-        inner = self._prepare_inner(grads, params)
+        inner = self._prepare_inner(grads, params, rate_factors)
 
         def build():
             step = tf.cond(finite, lambda: tf.group(*inner()),
@@ -244,3 +256,146 @@ class SkipNonFinite(Wrapper):
             return [step, ops.count_after(self.iterations, [step])]
         applies = finite if inner.applies is None else tf.logical_and(finite, inner.applies)
         return PreparedStep(build, applies=applies)
+
+
+@register
+class WeightDecay(Wrapper):
+    """Decoupled weight decay (Loshchilov & Hutter 2019) over any optimizer: after each real
+    update, `p <- inner_step(p) - f * rate * p_old` for every decayed parameter, `p_old` its value
+    before the step, `f` the update's learning rate (`scale_by_lr=True`, the convention of
+    PyTorch's AdamW and bert4keras) or 1 (`scale_by_lr=False`, tf.contrib's AdamWOptimizer).
+
+    `rate` is a number or a schedule (`keras_opt_legacy.schedules`) of the count of real updates
+    before this one (`iterations`, which counts them). `exclude` / `include`: regular expressions
+    searched in each parameter's name ('dense_1/bias:0'): a parameter decays if it matches
+    `include` (None: all) and nothing of `exclude`, e.g. `exclude=['bias', 'LayerNorm',
+    'layer_norm']`; a pattern that matches no parameter is a ValueError naming it. Once the train
+    function is built, `decayed_params` lists the decayed parameters.
+
+    Under GradientAccumulation the decay happens on the batches that apply an update; under
+    SkipNonFinite not on a skipped batch. Inside LearningRateMultipliers, `f` is the parameter's
+    own rate (its factor included), as PyTorch's parameter groups have it. The decay is applied
+    first, in place and in one pass, then the inner step (equal to the formula up to float
+    rounding: the inner step only subtracts from `p`); for a constrained parameter, or under an
+    optimizer whose step reads the parameter (Ftrl), in the formula's order: subtracted after the
+    (constrained) inner step, as bert4keras does.
+    """
+
+    def __init__(self, optimizer, rate, exclude=(), include=None, scale_by_lr=True):
+        term = DecoupledDecay(rate, exclude, include, scale_by_lr)
+        super(WeightDecay, self).__init__(optimizer)
+        self.decay_term = term
+
+    @property
+    def decayed_params(self):
+        return list(self.decay_term.params)
+
+    @property
+    def decayed_names(self):
+        return [p.name for p in self.decay_term.params]
+
+    def prepare_step(self, grads, params, rate_factors=None):
+        self.decay_term.select(params)  # an unmatched pattern fails here, before any state exists
+        params = self._create_slots(params)
+        decayed = self.decay_term.prepare(
+            lambda gradients: self._prepare_inner(gradients, params, rate_factors), grads,
+            self.iterations, builtin.rate(self.optimizer), rate_factors,
+            self.step_reads_parameters)
+
+        def build():
+            done = decayed()
+            applied = 1 if decayed.applies is None else K.cast(decayed.applies, 'int64')
+            return done + [ops.count_after(self.iterations, done, amount=applied)]
+        return PreparedStep(build, applies=decayed.applies)
+
+    def get_config(self):
+        config = super(WeightDecay, self).get_config()
+        config.update(self.decay_term.get_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config['rate'] = deserialize_rate(config['rate'])
+        return super(WeightDecay, cls).from_config(config)
+
+
+@register
+class LearningRateMultipliers(Wrapper):
+    """A learning rate per parameter: `multipliers` maps regular expressions, searched in each
+    parameter's name ('dense_1/kernel:0'), to factors (a dict, or a list of (pattern, factor)
+    pairs; the first matching pattern wins; unmatched parameters keep factor 1; a pattern that
+    matches no parameter is a ValueError naming it).
+
+    Each parameter takes exactly the step the inner optimizer would take with its learning rate
+    times the factor, legacy decay, schedules and bias corrections included, in one update per
+    batch: the inner `iterations` counts each batch once. Works over every rule of the package
+    (Ftrl too: the rate is given to the rule, not applied to its result), the wrappers, and
+    Keras's built-ins (their update is built once per distinct factor with the rate scaled;
+    each parameter and its slots take their own factor's, the counters are taken once). Once
+    the train function is built, `factors` maps each parameter's name to its factor.
+    See `layer_wise_decay` for transformers' layer-wise rate decay."""
+
+    config_keys = ('multipliers',)
+
+    def __init__(self, optimizer, multipliers):
+        optimizer = builtin.as_optimizer(optimizer)
+        if not builtin.takes_rate_factors(optimizer):
+            raise ValueError('%s cannot step parameters with learning rates of their own (its '
+                             'prepare_step takes no rate_factors)' % label(type(optimizer)))
+        multipliers = _multipliers(multipliers)
+        super(LearningRateMultipliers, self).__init__(optimizer)
+        self.multipliers = multipliers
+        self._patterns = [(patterns('multipliers', pattern)[0], factor)
+                          for pattern, factor in multipliers.items()]
+        self.factors = {}
+
+    def prepare_step(self, grads, params, rate_factors=None):
+        params = list(params)
+        check_all_match('multipliers', [c for c, _ in self._patterns], params)
+        factors = {p: next((k for c, k in self._patterns if c.search(p.name)), 1.) *
+                   (rate_factors or {}).get(p, 1.) for p in params}
+        self.factors = collections.OrderedDict((p.name, k) for p, k in factors.items())
+        params = self._create_slots(params)
+        inner = self._prepare_inner(grads, params, factors)
+
+        def build():
+            inner_ops = inner()
+            return inner_ops + [ops.count_after(self.iterations, inner_ops)]
+        return PreparedStep(build, applies=inner.applies)
+
+
+def _multipliers(multipliers):
+    """An ordered {pattern: factor} from a dict or (pattern, factor) pairs, checked."""
+    pairs = list(multipliers.items() if isinstance(multipliers, dict) else multipliers)
+    checked = collections.OrderedDict()
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError('multipliers: expected (pattern, factor) pairs, got %r' % (pair,))
+        pattern, factor = pair
+        patterns('multipliers', pattern)
+        if pattern in checked:
+            raise ValueError('multipliers: the pattern %r is given twice' % pattern)
+        checked[pattern] = checks.checked_number('multiplier of %r' % pattern, factor,
+                                                 checks.NON_NEGATIVE, K.floatx())
+    if not checked:
+        raise ValueError('multipliers: no (pattern, factor) given')
+    return checked
+
+
+def layer_wise_decay(patterns, decay_rate, depth=None):
+    """The `multipliers` of transformers' layer-wise learning-rate decay, for
+    `LearningRateMultipliers`: the parameters matching `patterns[i]` (in depth order, the lowest
+    layer -- the embeddings -- first) get `decay_rate ** (depth - i)`; `depth` defaults to
+    `len(patterns)`, so that the top pattern gets `decay_rate` and the parameters no pattern
+    matches (the task's head) keep factor 1. Anchor the patterns ('encoder_1/', not
+    'encoder_1', which also matches 'encoder_10').
+
+    ELECTRA's rates (lr * decay ** (n_layers + 2 - depth), embeddings at depth 0, layer i at
+    i + 1, the head at n_layers + 2): `layer_wise_decay([embeddings] + layers, decay,
+    depth=n_layers + 2)`."""
+    patterns = list(patterns)
+    decay_rate = checks.checked_number('decay_rate', decay_rate, checks.NON_NEGATIVE)
+    depth = len(patterns) if depth is None else checks.integer('depth', depth, minimum=0)
+    return collections.OrderedDict((pattern, decay_rate ** (depth - i))
+                                   for i, pattern in enumerate(patterns))
