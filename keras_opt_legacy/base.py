@@ -429,7 +429,9 @@ class Optimizer(OptimizerBase):
       assigned after every parameter, and `_fused(self, p, g, slots, step)`: the same rule on
       TF's fused kernels (or None). A subclass that redefines `_apply`, `_step_values` or
       `_final_updates` without its own `_fused` gets the formula graph: an inherited kernel
-      would compute the parent's rule.
+      would compute the parent's rule. `_reads_parameters = False` declares that the rule reads
+      `p` only to subtract its step from it, which lets decoupled weight decay go first, in
+      place (undeclared: decay in the formula's order, with a temporary per parameter).
 
     Then `@keras_opt_legacy.register` the class. `self.weights` (available once
     `get_updates`/`apply_gradients` has built the state) is `[iterations] + scalar state + every
@@ -591,17 +593,31 @@ class Optimizer(OptimizerBase):
         return []
 
     @classmethod
+    def _rule_declares(cls, name):
+        """`name` as declared by the class that wrote the rule: the nearest class (in the MRO)
+        defining `name` or a rule hook (`RULE_HOOKS`); None if that class does not define
+        `name` (a subclass changed the rule without saying)."""
+        for klass in cls.__mro__:
+            if klass is Optimizer:
+                return None
+            if name in vars(klass):
+                return vars(klass)[name]
+            if any(hook in vars(klass) for hook in RULE_HOOKS):
+                return None
+        return None
+
+    @classmethod
     def _kernel_is_current(cls):
         """Whether the nearest `_fused` computes this class's rule: no class below the one that
         defines it redefines a rule hook (`RULE_HOOKS`)."""
-        for klass in cls.__mro__:
-            if klass is Optimizer:  # its `_fused` is the placeholder: no kernel
-                return False
-            if '_fused' in vars(klass):
-                return True
-            if any(hook in vars(klass) for hook in RULE_HOOKS):
-                return False
-        return False
+        return cls._rule_declares('_fused') is not None
+
+    @property
+    def step_reads_parameters(self):
+        """Declared by each rule (`_reads_parameters`); a rule changed by a subclass that does
+        not declare it is assumed to read them."""
+        declared = self._rule_declares('_reads_parameters')
+        return True if declared is None else declared
 
     # ---- building the update ---------------------------------------------------------------
 

@@ -28,6 +28,8 @@ class SGD(Optimizer):
     The 'moment' slot exists only when momentum > 0 at construction (with 0 it never matters).
     """
 
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
+
     def __init__(self, lr=DefaultRate(0.01), momentum=0., decay=0., nesterov=False, **kwargs):
         super(SGD, self).__init__(lr=lr, decay=decay, **kwargs)
         self.momentum = self._hyper('momentum', momentum, CLOSED_UNIT_INTERVAL, variable=True)
@@ -58,6 +60,8 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop: a <- rho*a + (1-rho)*g^2; p <- p - lr*g/(sqrt(a)+epsilon)."""
 
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
+
     slot_names = ('accumulator',)
     non_negative_slots = ('accumulator',)
 
@@ -84,6 +88,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad: a <- a + g^2; p <- p - lr*g/(sqrt(a)+epsilon)."""
 
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
+
     slot_names = ('accumulator',)
     non_negative_slots = ('accumulator',)
 
@@ -106,6 +112,8 @@ class Adagrad(Optimizer):
 class Adadelta(Optimizer):
     """Adadelta: a <- rho*a + (1-rho)*g^2; u = g*sqrt(d+eps)/sqrt(a+eps); p <- p - lr*u;
     d <- rho*d + (1-rho)*u^2 (the new a, the old d)."""
+
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
 
     slot_names = ('accumulator', 'delta_accumulator')
     non_negative_slots = ('accumulator', 'delta_accumulator')
@@ -132,6 +140,8 @@ class AdamBase(Optimizer):
     and Adam's bias corrections as step values: `step.beta_1_power` = beta_1^t,
     `step.beta_2_power` = beta_2^t and `step.lr_t` = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)."""
 
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
+
     def __init__(self, lr, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0., **kwargs):
         super(AdamBase, self).__init__(lr=lr, decay=decay, **kwargs)
         self.beta_1 = self._hyper('beta_1', beta_1, UNIT_INTERVAL, variable=True)
@@ -148,6 +158,8 @@ class AdamBase(Optimizer):
 class Adam(AdamBase):
     """Adam (optionally AMSGrad): m, v EMAs; p <- p - lr_t*m/(sqrt(v)+eps),
     lr_t = lr*sqrt(1-beta_2^t)/(1-beta_1^t). Without amsgrad there is no 'vhat' slot."""
+
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
 
     non_negative_slots = ('v', 'vhat')
 
@@ -177,6 +189,8 @@ class Adam(AdamBase):
 @register
 class Adamax(AdamBase):
     """Adamax: m EMA, u <- max(beta_2*u, |g|); p <- p - lr/(1-beta_1^t) * m/(u+eps)."""
+
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
 
     slot_names = ('m', 'u')
     non_negative_slots = ('u',)
@@ -208,6 +222,8 @@ class Nadam(AdamBase):
     Unlike Keras 2.2.4, the running product `m_schedule` is part of `weights` (right after
     `iterations`), so a saved and resumed Nadam continues exactly.
     """
+
+    _reads_parameters = False  # it only subtracts its step from p (see WeightDecay)
 
     slot_names = ('m', 'v')
     non_negative_slots = ('v',)
@@ -263,7 +279,7 @@ class Ftrl(Optimizer):
     slot_names = ('accumulator', 'linear')
     non_negative_slots = ('accumulator',)
     lr_check = POSITIVE  # the rule divides by the rate
-    step_reads_parameters = True  # linear += ... - sigma * p
+    _reads_parameters = True  # linear += ... - sigma * p
 
     def __init__(self, lr=DefaultRate(0.001), learning_rate_power=-0.5,
                  initial_accumulator_value=0.1,
