@@ -344,6 +344,13 @@ class LearningRateMultipliers(Wrapper):
             raise ValueError('%s cannot step parameters with learning rates of their own (its '
                              'prepare_step takes no rate_factors)' % label(type(optimizer)))
         multipliers = _multipliers(multipliers)
+        rule = optimizer
+        while isinstance(rule, Wrapper):
+            rule = rule.optimizer
+        zero = [pattern for pattern, factor in multipliers.items() if factor == 0]
+        if zero and getattr(rule, 'lr_check', None) is checks.POSITIVE:
+            raise ValueError('multipliers: %s cannot take a zero learning rate (its rule divides '
+                             'by it), got factor 0 for %s' % (label(type(rule)), zero))
         super(LearningRateMultipliers, self).__init__(optimizer)
         self.multipliers = multipliers
         self._patterns = [(patterns('multipliers', pattern)[0], factor)
