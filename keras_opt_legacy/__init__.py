@@ -9,6 +9,7 @@ from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, AdamBase, Adam, Adamax
 
 from .wrappers import (Wrapper, GradientAccumulation, Lookahead, SkipNonFinite, WeightDecay,
                        LearningRateMultipliers, layer_wise_decay)
+from .averaging import ExponentialMovingAverage, StochasticWeightAveraging, update_batch_norm
 from .runge_kutta import (InjectOptimizer, RungeKutta, AdaptiveRungeKutta,
                           Heun, Midpoint, RK4, RK23, RK45)
 from .state import (load_model, load_optimizer_state, load_weights, reset_optimizer,
@@ -22,6 +23,7 @@ __all__ = ['Optimizer', 'AdamBase', 'Wrapper', 'PreparedStep', 'register', 'chec
            'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
            'DecoupledWeightDecay', 'AdamW', 'SGDW', 'NadamW',
            'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'WeightDecay',
-           'LearningRateMultipliers', 'layer_wise_decay', 'callbacks', 'load_model',
+           'LearningRateMultipliers', 'layer_wise_decay', 'ExponentialMovingAverage',
+           'StochasticWeightAveraging', 'update_batch_norm', 'callbacks', 'load_model',
            'load_optimizer_state', 'load_weights', 'reset_optimizer', 'save_model', 'InjectOptimizer',
            'RungeKutta', 'AdaptiveRungeKutta', 'Heun', 'Midpoint', 'RK4', 'RK23', 'RK45']

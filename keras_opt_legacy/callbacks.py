@@ -186,3 +186,69 @@ def _fsync(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class AveragedEvaluation(keras.callbacks.Callback):
+    """At the end of every epoch, evaluate the model on `validation_data` with the averaged
+    weights of its ExponentialMovingAverage or StochasticWeightAveraging (found in the
+    optimizer, wrapped or not) and report the results as 'avg_val_loss', 'avg_val_<metric>' in
+    the logs (so History, ModelCheckpoint, EarlyStopping listed after it see them); training
+    goes on with the raw weights, restored exactly.
+
+    `batch_norm_data` (inputs, as for `update_batch_norm`): recompute the BatchNorm statistics
+    of the averaged weights on it first (undone with the weights). `filepath` (formatted with
+    `epoch` and the logs, as ModelCheckpoint's): save the model with the averaged weights
+    (`save_model`, optimizer state included), every epoch or, with `save_best_only`, when
+    `monitor` improves (`mode` 'min' or 'max')."""
+
+    def __init__(self, validation_data, batch_size=32, batch_norm_data=None, filepath=None,
+                 save_best_only=False, monitor='avg_val_loss', mode='min'):
+        super(AveragedEvaluation, self).__init__()
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
+            raise ValueError('validation_data must be (x, y) or (x, y, sample_weight)')
+        self.validation_data_ = tuple(validation_data)
+        self.batch_size = checks.positive_integer('batch_size', batch_size)
+        self.batch_norm_data = batch_norm_data
+        self.filepath, self.monitor = filepath, monitor
+        self.save_best_only = checks.flag('save_best_only', save_best_only)
+        self.mode = checks.one_of('mode', mode, ('min', 'max'))
+        self.best = None
+
+    def _average(self):
+        from .averaging import Averaging
+        optimizer = self.model.optimizer
+        while not isinstance(optimizer, Averaging):
+            optimizer = getattr(optimizer, 'optimizer', None)
+            if optimizer is None:
+                raise ValueError('AveragedEvaluation: the model\'s optimizer has no weight '
+                                 'average (ExponentialMovingAverage, StochasticWeightAveraging)')
+        return optimizer
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .averaging import update_batch_norm
+        logs = logs if logs is not None else {}
+        x, y = self.validation_data_[:2]
+        weights = self.validation_data_[2] if len(self.validation_data_) == 3 else None
+        with self._average().swap_weights(self.model):
+            if self.batch_norm_data is not None:
+                update_batch_norm(self.model, self.batch_norm_data, self.batch_size)
+            results = self.model.evaluate(x, y, batch_size=self.batch_size,
+                                          sample_weight=weights, verbose=0)
+            results = results if isinstance(results, list) else [results]
+            for name, value in zip(self.model.metrics_names, results):
+                logs['avg_val_' + name] = value
+            if self.filepath is not None:
+                self._save(epoch, logs)
+
+    def _save(self, epoch, logs):
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn('AveragedEvaluation: %s is not in the logs; not saved' % self.monitor)
+                return
+            better = self.best is None or (current < self.best if self.mode == 'min'
+                                           else current > self.best)
+            if not better:
+                return
+            self.best = current
+        save_model(self.model, self.filepath.format(epoch=epoch + 1, **logs))

@@ -110,6 +110,43 @@ def scaled_learning_rate(optimizer, factor):
         setattr(optimizer, name, original)
 
 
+def batch_norm_layers(model):
+    """The BatchNormalization layers of `model` (its own; one inside a nested model is an
+    error: its input is not a tensor of this model's graph)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.engine.network.Network) and batch_norm_layers(layer):
+            raise ValueError('the BatchNormalization layers of the nested model %s are not '
+                             'reached: build the model without nesting it' % layer.name)
+    return found
+
+
+def model_inputs(model):
+    return list(model.inputs)
+
+
+def batch_norm_statistics(layer):
+    """`[mean, variance]` tensors: what the moving averages of BatchNormalization `layer` take
+    from a batch, as Keras 2.2.4-2.3.1's `BatchNormalization.call` computes them (the variance
+    with its sample-size correction), from the layer's input in this model's graph."""
+    if len(layer._inbound_nodes) != 1:
+        raise ValueError('the BatchNormalization layer %s is used %d times: its statistics are '
+                         'ambiguous' % (layer.name, len(layer._inbound_nodes)))
+    inputs = layer.input
+    ndim = len(keras.backend.int_shape(inputs))
+    reduction_axes = [i for i in range(ndim) if i != layer.axis % ndim]
+    _, mean, variance = keras.backend.normalize_batch_in_training(
+        inputs, layer.gamma, layer.beta, reduction_axes, epsilon=layer.epsilon)
+    sample_size = keras.backend.cast(keras.backend.prod(
+        [keras.backend.shape(inputs)[axis] for axis in reduction_axes]),
+        dtype=keras.backend.dtype(inputs))
+    if KERAS_23 and sample_size.dtype != 'float32':
+        sample_size = keras.backend.cast(sample_size, dtype='float32')
+    return [mean, variance * (sample_size / (sample_size - (1.0 + layer.epsilon)))]
+
+
 def make_train_function(model):
     """Build Keras's own train function (and so the optimizer's state) now."""
     model._make_train_function()

@@ -54,6 +54,8 @@ class DistributedOptimizer(Wrapper):
     around this one (SkipNonFinite) would decide on this worker's gradient alone.
     """
 
+    averages_inside = True  # the combined gradient, then the inner steps: an average sees them
+
     wraps_inject = True
 
     def __init__(self, optimizer, backward_passes_per_step=1, average=True, weights=None):

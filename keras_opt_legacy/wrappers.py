@@ -24,6 +24,10 @@ class Wrapper(OptimizerBase):
     state` as `weights`."""
 
     wraps_inject = False  # whether it can wrap an optimizer that needs opt.inject(model)
+    # Whether a weight average (averaging.Averaging) may be inside: not in a wrapper that
+    # accumulates, or changes the parameters after its inner step (the average would miss it).
+    averages_inside = False
+    is_average = False
     config_keys = ()  # constructor arguments besides `optimizer`, kept in attributes of their name
 
     def __init__(self, optimizer):
@@ -32,6 +36,16 @@ class Wrapper(OptimizerBase):
             raise ValueError('%s drives the train function itself (opt.inject(model)), so it must '
                              'be the outermost optimizer: it cannot be wrapped in %s'
                              % (type(optimizer).__name__, label(type(self))))
+        inside = optimizer
+        while isinstance(inside, Wrapper):
+            if inside.is_average and not self.averages_inside:
+                raise ValueError(
+                    '%s cannot be inside %s: an average follows the parameters as the model '
+                    'sees them after each real update, and %s accumulates or changes them '
+                    'around its inner step. Put the average outside: %s(%s(...))'
+                    % (label(type(inside)), label(type(self)), label(type(self)),
+                       label(type(inside)), label(type(self))))
+            inside = inside.optimizer
         super(Wrapper, self).__init__()
         self.optimizer = optimizer
 
@@ -187,14 +201,22 @@ class Lookahead(Wrapper):
                                    for v in (s, p)])
 
         def build():
-            first = K.equal(self.started, 0)
-            start = [K.update(s, ops.select(first, p, s)) for p, s in zip(params, slows)]
+            start = start_from_parameters(self.started, params, slows)
             with tf.control_dependencies(start):
-                inner_ops = inner() + [K.update(self.started, 1)]
+                inner_ops = inner()
             return start + inner_ops + ops.every_kth_update(
                 self.iterations, self.sync_period, inner.applies, sync, after=inner_ops)
         return PreparedStep(build, applies=inner.applies)
 
+
+
+def start_from_parameters(started, params, copies):
+    """The ops that, while the int64 flag `started` is 0 (the first step, and the first after
+    a reset), copy the parameters into `copies` (before the step), then set the flag."""
+    first = K.equal(started, 0)
+    start = [K.update(c, ops.select(first, p, c)) for p, c in zip(params, copies)]
+    with tf.control_dependencies(start):
+        return start + [K.update(started, 1)]
 
 
 @register
@@ -216,6 +238,7 @@ class SkipNonFinite(Wrapper):
 
     config_keys = ('model_updates',)
     MODEL_UPDATES = ('every_batch', 'when_finite')
+    averages_inside = True
     inject_reason = "(model_updates='when_finite') runs the model's state updates itself"
 
     def __init__(self, optimizer, model_updates='every_batch'):
@@ -337,6 +360,7 @@ class LearningRateMultipliers(Wrapper):
     See `layer_wise_decay` for transformers' layer-wise rate decay."""
 
     config_keys = ('multipliers',)
+    averages_inside = True
 
     def __init__(self, optimizer, multipliers):
         optimizer = builtin.as_optimizer(optimizer)
