@@ -32,6 +32,8 @@ BATCH = 64      # the global batch: the workers split it
 STEPS = 4       # batches per update under accumulation
 UPDATES = 6
 X, Y = problems.data(n=BATCH * STEPS * UPDATES)
+# Per-parameter learning-rate factors (LearningRateMultipliers); dense_2/bias keeps 1.
+MULTIPLIERS = {'dense_1/': 0.1, 'dense_2/kernel': 3.0}
 
 # name -> (optimizer, batches per update); the reference (tests/test_distributed.py) is the
 # inner optimizer alone on whole batches, see `single`.
@@ -54,6 +56,11 @@ CONFIGS = {
     # get_gradients.
     'horovod_keras_adam': lambda: (horovod.keras.DistributedOptimizer(kol.Adam(lr=0.01)), 1),
     'horovod_keras_heun': lambda: (horovod.keras.DistributedOptimizer(kol.Heun(lr=0.1)), 1),
+    # Learning-rate multipliers inside and around the distributed optimizer.
+    'multipliers_adam': lambda: (distributed.DistributedOptimizer(
+        kol.LearningRateMultipliers(kol.Adam(lr=0.01), MULTIPLIERS)), 1),
+    'multipliers_around_distributed_adam': lambda: (kol.LearningRateMultipliers(
+        distributed.DistributedOptimizer(kol.Adam(lr=0.01)), MULTIPLIERS), 1),
 }
 
 

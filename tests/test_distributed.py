@@ -77,6 +77,10 @@ def single_worker(name):
         'accumulation_keras_adam': lambda: kol.GradientAccumulation(
             keras.optimizers.Adam(lr=0.01), worker.STEPS),
         'heun': lambda: kol.Heun(lr=0.1),
+        'multipliers_adam': lambda: kol.LearningRateMultipliers(kol.Adam(lr=0.01),
+                                                                worker.MULTIPLIERS),
+        'multipliers_around_distributed_adam': lambda: kol.LearningRateMultipliers(
+            kol.Adam(lr=0.01), worker.MULTIPLIERS),
     }[name]()
     per_update = getattr(optimizer, 'steps', 1)
     model = problems.compiled(optimizer)
@@ -133,7 +137,8 @@ def allreduce_counts(timeline):
     ('sgd', 1, 1), ('accumulation_adam', worker.STEPS, 1),
     ('backward_passes_adam', worker.STEPS, 1), ('accumulation_keras_adam', worker.STEPS, 1),
     ('heun', 1, 2), ('weighted_sgd', 1, 1), ('horovod_keras_adam', 1, 1),
-    ('horovod_keras_heun', 1, 2)])
+    ('horovod_keras_heun', 1, 2), ('multipliers_adam', 1, 1),
+    ('multipliers_around_distributed_adam', 1, 1)])
 def test_allreduce_runs_once_per_update(trained, name, per_update, per_batch):
     """Each gradient (and the weight, if weighted) is allreduced once per update: not on every
     batch of an accumulation; Heun's two stages each reduce the gradient they evaluate."""
