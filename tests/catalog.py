@@ -143,6 +143,17 @@ STRENGTH = f32(0., 0.5)
 
 # ---- the update rules --------------------------------------------------------------------------
 
+# Decoupled weight decay: large enough that, scaled by the lr or not, it moves the property
+# tests' parameters visibly in a few steps.
+WEIGHT_DECAY = f32(0., 0.5)
+
+
+def _decay_schedule():
+    """A weight-decay schedule read at the update count (the determinism tests' `iterations`)."""
+    return fresh(lambda: schedules.PiecewiseLinear([0, 20], [0.5, 0.05]),
+                 'PiecewiseLinear([0, 20], [0.5, 0.05])')
+
+
 def _sgd_slots(options):
     return ('moment',) if options.get('momentum', 0.) > 0 else ()
 
@@ -260,6 +271,53 @@ RULES = [
                       l1_regularization_strength=0.01, l2_regularization_strength=0.02,
                       l2_shrinkage_regularization_strength=0.03), 'config', id='non-default'),
          ]),
+    # Decoupled weight decay built into a rule (reference.Decoupled over the rule's reference):
+    # the decay in place, then the parent's step, its fused kernel included.
+    rule('SGDW', lr=0.1, fused='ApplyGradientDescent', slots=_sgd_slots,
+         space=dict(lr=f32(1e-3, 0.5), momentum=f32(0., 0.99), nesterov=st.booleans(),
+                    weight_decay=WEIGHT_DECAY, scale_by_lr=st.booleans()),
+         options=[
+             use({'momentum': 0.9}, 'all-slots'),
+             use({'lr': 0.1, 'weight_decay': 0.01, 'scale_by_lr': False}, 'reference'),
+             use({'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.1},
+                 'reference', 'reset'),
+             use({'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'decay': 0.05,
+                  'weight_decay': _decay_schedule()}, 'determinism', id='decayed-schedule'),
+             use(dict(lr=0.2, momentum=0.5, nesterov=True, decay=0.01, clipnorm=1.,
+                      weight_decay=0.05, exclude_from_weight_decay=['bias'], scale_by_lr=False),
+                 'config', id='non-default'),
+         ]),
+    rule('AdamW', lr=0.01, fused='ApplyAdam', slots=_adam_slots,
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
+                    amsgrad=st.booleans(), weight_decay=WEIGHT_DECAY, scale_by_lr=st.booleans()),
+         options=[
+             use({}, 'all-slots'),
+             use({'lr': 0.01, 'weight_decay': 0.1}, 'reference'),
+             use({'lr': 0.01, 'amsgrad': True, 'weight_decay': 0.01, 'scale_by_lr': False},
+                 'reference'),
+             use({'lr': 0.01, 'amsgrad': True, 'weight_decay': 0.1,
+                  'exclude_from_weight_decay': ['bias']}, 'reset', 'cross-version',
+                 id='amsgrad-biases-excluded'),
+             use({'lr': 0.01, 'decay': 0.05, 'weight_decay': _decay_schedule()}, 'determinism',
+                 id='decayed-schedule'),
+             use(dict(lr=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4, amsgrad=True, decay=0.2,
+                      weight_decay=0.05, exclude_from_weight_decay=['bias'], scale_by_lr=False),
+                 'config', id='non-default'),
+         ]),
+    rule('NadamW', lr=0.01, scalars=('m_schedule',), slots=('m', 'v'),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
+                    schedule_decay=f32(0., 0.5), weight_decay=WEIGHT_DECAY,
+                    scale_by_lr=st.booleans()),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.01, 'weight_decay': 0.1}, 'reference'),
+             use({'lr': 0.01, 'schedule_decay': 0.1, 'weight_decay': 0.02, 'scale_by_lr': False},
+                 'reference'),
+             use({'lr': 0.01, 'decay': 0.05, 'weight_decay': 0.1}, 'determinism'),
+             use(dict(lr=0.01, beta_1=0.8, beta_2=0.9, epsilon=1e-3, schedule_decay=0.01,
+                      decay=0.1, weight_decay=0.05, exclude_from_weight_decay=['kernel'],
+                      scale_by_lr=False), 'config', id='non-default'),
+         ]),
 ]
 
 
@@ -300,6 +358,21 @@ WRAPPERS = [
                use({'optimizer': inner('keras.optimizers.Nadam()')}, 'cross-version',
                    id='over-keras-nadam'),
            ]),
+    _entry('WeightDecay', 'wrapper', default={'optimizer': inner('kol.SGD(lr=0.1)'), 'rate': 0.01},
+           options=[
+               use({'optimizer': inner('kol.Adam(0.01)'), 'rate': 0.1, 'exclude': ['bias']},
+                   'reset', id='adam'),
+               use({'optimizer': inner('problems.gated(keras.optimizers.Adagrad)()'),
+                    'rate': 0.02, 'scale_by_lr': False}, 'reset', id='over-keras-adagrad'),
+               use({'optimizer': inner('kol.GradientAccumulation(kol.Adam(0.01, decay=0.1), 4)'),
+                    'rate': fresh(lambda: schedules.PiecewiseLinear([0, 3], [0.5, 0.1]),
+                                  'PiecewiseLinear([0, 3], [0.5, 0.1])'),
+                    'include': ['kernel']}, 'resume', id='over-accumulation-scheduled'),
+               use({'optimizer': inner('kol.SkipNonFinite(keras.optimizers.Nadam())'),
+                    'rate': 0.05, 'scale_by_lr': False}, 'resume', id='over-skip-over-keras-nadam'),
+               use({'optimizer': inner('keras.optimizers.RMSprop()'), 'rate': 0.05,
+                    'exclude': ['bias']}, 'cross-version', id='over-keras-rmsprop'),
+           ]),
 ]
 
 
@@ -338,7 +411,8 @@ def entry(name):
 
 
 def rules():
-    """The update rules: SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam, Ftrl."""
+    """The update rules: SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam, Ftrl, and SGDW,
+    AdamW, NadamW (decoupled weight decay)."""
     return [e for e in ENTRIES if e.family == 'rule']
 
 

@@ -1,12 +1,15 @@
 """Independent NumPy reference implementations of optimizer update rules.
 
 Written from the published formulas (Keras 2.2.4 for SGD..Nadam, the
-TensorFlow 1.15 FtrlV2 kernel for Ftrl), NOT from keras/tensorflow code, so
+TensorFlow 1.15 FtrlV2 kernel for Ftrl, Loshchilov & Hutter's decoupled weight
+decay for `Decoupled` and AdamW/SGDW/NadamW), NOT from keras/tensorflow code, so
 tests can compare the optimizer package against them.  NumPy only.
 
 All arithmetic is float64; results are written back into the caller's
 arrays in place (which keeps their dtype).
 """
+import re
+
 import numpy as np
 
 DEFAULT_EPSILON = 1e-7  # Keras 2.2.4's K.epsilon(), used when epsilon=None
@@ -224,6 +227,124 @@ class Ftrl(Reference):
         return np.where(np.abs(linear) > l1, (np.sign(linear) * l1 - linear) / quadratic, 0.)
 
 
-# Every update rule above, by name (tests/catalog.py's entries point here).
+# --- decoupled weight decay -------------------------------------------------
+def decay_mask(names, include=None, exclude=()):
+    """Which of `names` are decayed: (include is None or some include pattern is found in the
+    name by re.search) and no exclude pattern is. A pattern found in no name is a ValueError
+    naming it."""
+    include = None if include is None else list(include)
+    exclude = list(exclude)
+    for pattern in (include or []) + exclude:
+        if not any(re.search(pattern, name) for name in names):
+            raise ValueError('pattern %r matches no parameter of %s' % (pattern, list(names)))
+    return [(include is None or any(re.search(pattern, name) for pattern in include)) and
+            not any(re.search(pattern, name) for pattern in exclude) for name in names]
+
+
+class Decoupled(object):
+    """Decoupled weight decay over any reference `inner` (Loshchilov & Hutter):
+
+        p_new = inner_step(p_old) - f * rate_t * p_old
+
+    f is the inner reference's learning rate for this step (its schedule or legacy decay
+    applied) when scale_by_lr, else 1; rate_t is rate(k) when rate is callable (k: the number
+    of earlier steps, 0 on the first), else rate. The inner step includes the inner reference's
+    own constraint, and the per-parameter `constraints` ({index: function}) apply to its result:
+    the decay is subtracted after the constrained step.
+
+    Which parameters are decayed: `decayed` (None: all; a sequence of booleans, one per
+    parameter; or a predicate on the parameter's name when `names` are given, else on its
+    index), and with `names` (the parameters' names, e.g. 'dense_1/bias:0') the `include` /
+    `exclude` regular expressions as in `decay_mask`. Other attributes (slots, m_schedule, lr)
+    are the inner reference's."""
+
+    def __init__(self, inner, rate, scale_by_lr=True, decayed=None, names=None, include=None,
+                 exclude=(), constraints=None):
+        if not callable(rate) and rate < 0:
+            raise ValueError('rate must be >= 0, got %r' % (rate,))
+        if names is None and (include is not None or tuple(exclude)):
+            raise ValueError('include/exclude patterns need the parameter names')
+        self.inner, self.rate, self.scale_by_lr = inner, rate, scale_by_lr
+        self.decayed, self.names = decayed, None if names is None else list(names)
+        self.include, self.exclude = include, tuple(exclude)
+        self.constraints = dict(constraints or {})
+        self.iterations = 0
+
+    def __getattr__(self, name):
+        if name == 'inner':  # not set yet (during construction or unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def current_lr(self):
+        lr = getattr(self.inner, 'current_lr', None)
+        return float(lr() if lr is not None else self.inner._current_lr())
+
+    def current_rate(self):
+        return float(self.rate(self.iterations)) if callable(self.rate) else float(self.rate)
+
+    def mask(self, count):
+        """One boolean per parameter: whether it is decayed."""
+        if self.names is not None and len(self.names) != count:
+            raise ValueError('%d names for %d parameters' % (len(self.names), count))
+        if self.decayed is None:
+            chosen = [True] * count
+        elif callable(self.decayed):
+            keys = self.names if self.names is not None else range(count)
+            chosen = [bool(self.decayed(key)) for key in keys]
+        else:
+            chosen = [bool(d) for d in self.decayed]
+            if len(chosen) != count:
+                raise ValueError('decayed has %d entries for %d parameters' % (len(chosen), count))
+        if self.names is not None:
+            chosen = [a and b for a, b in zip(chosen, decay_mask(self.names, self.include,
+                                                                  self.exclude))]
+        return chosen
+
+    def step(self, params, grads):
+        mask = self.mask(len(params))
+        # everything read before the inner step changes it
+        factor = (self.current_lr() if self.scale_by_lr else 1.) * self.current_rate()
+        old = [np.array(p, dtype=np.float64) for p in params]
+        self.inner.step(params, grads)
+        for i, (p, p_old) in enumerate(zip(params, old)):
+            new_p = np.asarray(p, dtype=np.float64)
+            if self.constraints.get(i) is not None:
+                new_p = self.constraints[i](new_p)
+            if mask[i]:
+                new_p = new_p - factor * p_old
+            p[...] = new_p
+        self.iterations += 1
+        return params
+
+
+class AdamW(Decoupled):
+    def __init__(self, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0., amsgrad=False,
+                 weight_decay=0.01, exclude_from_weight_decay=(), scale_by_lr=True, names=None,
+                 **kwargs):
+        super(AdamW, self).__init__(
+            Adam(lr, beta_1, beta_2, epsilon, decay, amsgrad, **kwargs), weight_decay,
+            scale_by_lr, names=names, exclude=exclude_from_weight_decay)
+
+
+class SGDW(Decoupled):
+    def __init__(self, lr=0.01, momentum=0., decay=0., nesterov=False, weight_decay=0.01,
+                 exclude_from_weight_decay=(), scale_by_lr=True, names=None, **kwargs):
+        super(SGDW, self).__init__(
+            SGD(lr, momentum, decay, nesterov, **kwargs), weight_decay, scale_by_lr,
+            names=names, exclude=exclude_from_weight_decay)
+
+
+class NadamW(Decoupled):
+    def __init__(self, lr=0.002, beta_1=0.9, beta_2=0.999, epsilon=None, schedule_decay=0.004,
+                 decay=0., weight_decay=0.01, exclude_from_weight_decay=(), scale_by_lr=True,
+                 names=None, **kwargs):
+        super(NadamW, self).__init__(
+            Nadam(lr, beta_1, beta_2, epsilon, schedule_decay, decay, **kwargs), weight_decay,
+            scale_by_lr, names=names, exclude=exclude_from_weight_decay)
+
+
+# Every update rule above, by name (tests/catalog.py's entries point here): the rules, and the
+# rules with decoupled weight decay; not their bases.
+_BASES = (Reference, Decoupled)
 REFERENCES = {name: value for name, value in list(globals().items())
-              if isinstance(value, type) and issubclass(value, Reference) and value is not Reference}
+              if isinstance(value, type) and issubclass(value, _BASES) and value not in _BASES}
