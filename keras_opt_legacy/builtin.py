@@ -183,8 +183,13 @@ def _keras_step(optimizer, grads, params, rate_factors=None):
         return clip_gradients(resolve_gradients(grads), getattr(optimizer, 'clipnorm', None),
                               getattr(optimizer, 'clipvalue', None))
     # This first call creates Keras's slots, outside any control flow; its ops never run.
-    _, slots = keras_get_updates(optimizer, clipped(), params)
-    owners = _slot_owners(optimizer, slots, params) if rate_factors else {}
+    first, slots = keras_get_updates(optimizer, clipped(), params)
+    # The parameter each update belongs to (None: a counter), by position: inside a tf.cond
+    # branch an assignment's target is a Switch of the variable, not the variable.
+    owners = [None] * len(first)
+    if rate_factors:
+        by_name = _slot_owners(optimizer, slots, params)
+        owners = [by_name.get(_variable_name(_assignment(u, optimizer)[1])) for u in first]
     factors = sorted(set(rate_factors.values()) | {1.}) if rate_factors else [1.]
 
     def build():
@@ -200,11 +205,12 @@ def _keras_step(optimizer, grads, params, rate_factors=None):
         for factor in factors:
             with compat.scaled_learning_rate(optimizer, factor):
                 updates, _ = keras_get_updates(optimizer, gradients, params, slots)
-            for update in updates:
-                assignment = _assignment(update, optimizer)
-                owner = owners.get(_variable_name(assignment[1]))
-                if (rate_factors or {}).get(owner, 1.) == factor:
-                    assignments.append(assignment)
+            if len(updates) != len(owners):
+                raise RuntimeError('%s built %d updates, %d on the first call'
+                                   % (type(optimizer).__name__, len(updates), len(owners)))
+            assignments += [_assignment(update, optimizer) for update, owner
+                            in zip(updates, owners)
+                            if (rate_factors or {}).get(owner, 1.) == factor]
         return ops.in_order(
             [value for _, _, value, _ in assignments],
             [(lambda a=a: a[0](a[1], a[2])) for a in assignments if not a[3]],

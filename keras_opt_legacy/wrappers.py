@@ -414,11 +414,11 @@ def _multipliers(multipliers):
     return checked
 
 
-def layer_wise_decay(patterns, decay_rate, depth=None):
+def layer_wise_decay(patterns, decay, depth=None):
     """The `multipliers` of transformers' layer-wise learning-rate decay, for
     `LearningRateMultipliers`: the parameters matching `patterns[i]` (in depth order, the lowest
-    layer -- the embeddings -- first) get `decay_rate ** (depth - i)`; `depth` defaults to
-    `len(patterns)`, so that the top pattern gets `decay_rate` and the parameters no pattern
+    layer -- the embeddings -- first) get `decay ** (depth - i)`; `depth` defaults to
+    `len(patterns)`, so that the top pattern gets `decay` and the parameters no pattern
     matches (the task's head) keep factor 1. Anchor the patterns ('encoder_1/', not
     'encoder_1', which also matches 'encoder_10').
 
@@ -426,7 +426,7 @@ def layer_wise_decay(patterns, decay_rate, depth=None):
     i + 1, the head at n_layers + 2): `layer_wise_decay([embeddings] + layers, decay,
     depth=n_layers + 2)`."""
     patterns = list(patterns)
-    decay_rate = checks.checked_number('decay_rate', decay_rate, checks.NON_NEGATIVE)
+    decay = checks.checked_number('decay', decay, checks.NON_NEGATIVE)
     depth = len(patterns) if depth is None else checks.integer('depth', depth, minimum=0)
-    return collections.OrderedDict((pattern, decay_rate ** (depth - i))
+    return collections.OrderedDict((pattern, decay ** (depth - i))
                                    for i, pattern in enumerate(patterns))
