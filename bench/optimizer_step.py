@@ -9,7 +9,10 @@ and the update's own cost as effective memory bandwidth.
       (detected per class: `fused` in the signature, else a try that catches TypeError);
     - 'Keras': `keras.optimizers.X` (Keras 2.2.4 has no Ftrl);
     - 'TF fused': `keras.optimizers.TFOptimizer(tf.train.XOptimizer(...))` (TF's fused training
-      kernels, e.g. ApplyAdam), where TF has one (AdaMax and Nadam from tf.contrib.opt);
+      kernels, e.g. ApplyAdam), where TF has one (AdaMax, Nadam and AdamW from tf.contrib.opt);
+    - 'base': for an extension of one of ours (AdamW, LearningRateMultipliers over Adam),
+      keras_opt_legacy's optimizer without it (kol.Adam), so that 'ours / base' is the
+      extension's cost measured in the same interleaved rounds;
     - 'gradient only': forward + backward, no update, in a K.function fed like the train
       function. It fetches a one-element slice of every gradient: grappler turns ops that only
       feed control dependencies into NoOps, so a `tf.group` of the gradients (or an `updates=`
@@ -34,7 +37,9 @@ one update executes (a traced run, after grappler) and the ops the optimizer add
 and each candidate's set-up time (build + first run).
 
 Usage: python bench/optimizer_step.py [--quick] [--optimizers SGD,Adam] [--models mlp,small]
-                                      [--small-layers N]
+                                      [--small-layers N] [--results NAME]
+Results go to bench/results/NAME.json and .md (default optimizer_step: a full run's name; give a
+subset run a name of its own, e.g. --results weight_decay, to keep the full run's files).
 """
 import argparse
 import gc
@@ -56,7 +61,9 @@ SEED = 0
 BATCH = 8
 SMALL_LAYERS = 50  # 100 variables: building 200+ layer models for every candidate takes minutes
 OPTIMIZERS = ['SGD', 'SGD momentum', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam',
-              'Ftrl']
+              'Ftrl', 'AdamW', 'Adam multipliers']
+WEIGHT_DECAY = 0.01  # AdamW's (PyTorch's default), scaled by the rate: p -= lr * 0.01 * p
+MULTIPLIERS = {'dense_1/': 0.5}  # the first layer at half the rate
 FULL = dict(rounds=10, warmup=2, calls=4, optimizers=OPTIMIZERS, models=['mlp', 'small'],
             update_alone=['mlp'], bandwidth_repeats=5, burn_in=30)
 QUICK = dict(rounds=5, warmup=1, calls=3, optimizers=['SGD', 'Adam'], models=['mlp', 'small'],
@@ -73,16 +80,23 @@ BYTES = {
     'Adamax': (28, 'read p, g, m, u; write m, u, p'),
     'Nadam': (28, 'read p, g, m, v; write m, v, p'),
     'Ftrl': (28, 'read p, g, acc, lin; write acc, lin, p'),
+    'AdamW': (28, "Adam's: a one-pass kernel would decay p while it steps it (a separate decay "
+                  'pass moves 8 more: read p, write p)'),
+    'Adam multipliers': (28, "Adam's: the factor is on the rate, a scalar"),
 }
-CANDIDATES = ['gradient only', 'ours', 'ours fused=False', 'Keras', 'TF fused']
+CANDIDATES = ['gradient only', 'ours', 'ours fused=False', 'Keras', 'TF fused', 'base']
 
 
 # ---- the optimizers ---------------------------------------------------------------------------
 
 def optimizer_specs(tf, keras, kol):
-    """name -> dict(ours=(class, kwargs), keras=factory or None, fused=(label, factory) or None,
-    note). Same hyperparameters everywhere (Keras's defaults, epsilon 1e-7)."""
+    """name -> dict(ours=(class or factory, kwargs), keras=factory or None, fused=(label,
+    factory) or None, note, and for an extension base=(label, factory): ours without it). Same
+    hyperparameters everywhere (Keras's defaults, epsilon 1e-7)."""
     ko, tt = keras.optimizers, tf.train
+
+    def adam_multipliers(fused=True):
+        return kol.LearningRateMultipliers(kol.Adam(fused=fused), MULTIPLIERS)
 
     def contrib(name):
         try:
@@ -90,6 +104,7 @@ def optimizer_specs(tf, keras, kol):
         except Exception:  # noqa: BLE001 -- contrib missing or failing to load
             return None
     adamax, nadam = contrib('AdaMaxOptimizer'), contrib('NadamOptimizer')
+    adamw = contrib('AdamWOptimizer')
     return {
         'SGD': dict(ours=(kol.SGD, dict(lr=0.01)), keras=lambda: ko.SGD(0.01),
                     fused=('tf.train.GradientDescentOptimizer',
@@ -128,6 +143,18 @@ def optimizer_specs(tf, keras, kol):
                      fused=('tf.train.FtrlOptimizer', lambda: tt.FtrlOptimizer(
                          0.001, -0.5, initial_accumulator_value=0.1)),
                      note='Keras 2.2.4 has no Ftrl'),
+        'AdamW': dict(ours=(kol.AdamW, dict(weight_decay=WEIGHT_DECAY)), keras=None,
+                      fused=('tf.contrib.opt.AdamWOptimizer', lambda: adamw(
+                          0.001 * WEIGHT_DECAY, 0.001, 0.9, 0.999, 1e-7)) if adamw else None,
+                      base=('kol.Adam()', lambda: kol.Adam()),
+                      note='kol.AdamW(weight_decay=%g), default (fused) path; Keras 2.2.4 has no '
+                           'AdamW; TF: weight_decay=lr*%g (not scaled by the rate: the same '
+                           'decay at a constant rate), decay as its own pass (var - wd*var, '
+                           'then ApplyAdam)' % (WEIGHT_DECAY, WEIGHT_DECAY)),
+        'Adam multipliers': dict(ours=(adam_multipliers, {}), keras=None, fused=None,
+                                 base=('kol.Adam()', lambda: kol.Adam()),
+                                 note='kol.LearningRateMultipliers(kol.Adam(), %r)'
+                                      % (MULTIPLIERS,)),
     }
 
 
@@ -205,6 +232,12 @@ def layer_shapes(kind):
     return [(16, 16), (16,)] * SMALL_LAYERS
 
 
+def variable_names(kind):
+    """The trainable variables' names in `kind`'s model (Keras's, in a fresh graph)."""
+    return ['dense_%d/%s' % (i // 2 + 1, 'bias' if i % 2 else 'kernel')
+            for i in range(len(layer_shapes(kind)))]
+
+
 class UpdateOnly(object):
     """One optimizer's update alone, in its own graph and session: variables of the model's
     shapes, and gradients held in variables (already in memory, as after a backward pass).
@@ -221,8 +254,8 @@ class UpdateOnly(object):
             with self.session.as_default():
                 rng = np.random.RandomState(SEED)
                 shapes = layer_shapes(kind)
-                params = [K.variable(rng.randn(*shape) * .05, name='p%d' % i)
-                          for i, shape in enumerate(shapes)]
+                params = [K.variable(rng.randn(*shape) * .05, name=name)  # the model's names
+                          for name, shape in zip(variable_names(kind), shapes)]
                 grads = [K.variable(rng.randn(*shape) * .01, name='g%d' % i).value()
                          for i, shape in enumerate(shapes)]
                 before = len(self.graph.get_operations())
@@ -259,6 +292,13 @@ def executed_op_types(session, fetch):
                    for device in metadata.step_stats.dev_stats for node in device.node_stats)
 
 
+def accepts_fused(ours, tf):
+    """Does `ours` (a keras_opt_legacy class, or a function making one) take `fused=`?"""
+    if not inspect.isclass(ours):
+        return 'fused' in inspect.signature(ours).parameters
+    return harness.accepts_fused(ours, tf)
+
+
 def group_factories(spec, libs, fused_option):
     """candidate name -> optimizer factory for one optimizer (only the candidates that exist)."""
     keras = libs[1]
@@ -270,6 +310,8 @@ def group_factories(spec, libs, fused_option):
         factories['Keras'] = spec['keras']
     if spec['fused']:
         factories['TF fused'] = lambda: keras.optimizers.TFOptimizer(spec['fused'][1]())
+    if spec.get('base'):
+        factories['base'] = spec['base'][1]
     return factories
 
 
@@ -288,7 +330,8 @@ def measure_all(candidates, rounds, warmup, calls, seed=SEED):
 
 
 PAIRS = (('ours', 'Keras'), ('ours', 'TF fused'), ('ours fused=False', 'Keras'),
-         ('ours fused=False', 'ours'), ('TF fused', 'Keras'))
+         ('ours fused=False', 'ours'), ('TF fused', 'Keras'), ('ours', 'base'),
+         ('TF fused', 'base'))
 
 
 def ratio_summary(measured):
@@ -478,11 +521,11 @@ def setup_table(results, optimizers):
 
 
 STEP_KEYS = ['ours / Keras', 'ours / TF fused', 'ours fused=False / Keras',
-             'ours fused=False / ours']
-UPDATE_KEYS = STEP_KEYS + ['TF fused / Keras']
+             'ours fused=False / ours', 'ours / base']
+UPDATE_KEYS = STEP_KEYS + ['TF fused / Keras', 'TF fused / base']
 
 
-def report(results, settings, specs, fused_option, bandwidth, seconds, quick):
+def report(results, settings, specs, fused_option, bandwidth, seconds, quick, command=None):
     optimizers = settings['optimizers']
     reference = bandwidth['copy, 256 MB, 2 threads']
     fused_note = ('accepted by: %s' % ', '.join(n for n, v in fused_option.items() if v)
@@ -499,8 +542,12 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick):
         'execute the same nodes (see "Graph ops per update"), the option changes nothing for '
         'that optimizer. Unfused updates allocate large temporaries, and whether the allocator '
         'hands them back to the OS (page faults, system time: see the bandwidth table) varies '
-        'between graphs and runs, so two identical unfused graphs can differ by 10-20%%.'
+        'between graphs and runs, so two identical unfused graphs can differ by 10-20%%. '
+        '"base" (extensions only: AdamW, Adam multipliers) is kol.Adam() in the same rounds: '
+        '"ours / base" is what the extension costs.'
         % (BATCH, settings['rounds'], settings['calls'], settings['warmup'], fused_note)]
+    if command:
+        sections.insert(1, 'Command: `%s`' % command)
     for kind, model_results in results.items():
         meta = model_results['_meta']
         title = '%s (%d parameters, %d variables)' % (model_title(kind), meta['params'],
@@ -515,8 +562,9 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick):
             sections.append('## %s: update alone, %s, ms\n\n%s' % (
                 title, clock_name, time_table(model_results, 'update', clock, optimizers,
                                               CANDIDATES[1:], UPDATE_KEYS)))
-    notes = ['- %s: TF fused = %s.%s' % (
+    notes = ['- %s: TF fused = %s%s.%s' % (
         n, 'TFOptimizer(%s)' % specs[n]['fused'][0] if specs[n]['fused'] else 'none',
+        '; base = %s' % specs[n]['base'][0] if specs[n].get('base') else '',
         ' ' + specs[n]['note'] + '.' if specs[n]['note'] else '') for n in optimizers]
     sections.append('The baselines:\n\n' + '\n'.join(notes))
     sections.append(
@@ -573,6 +621,9 @@ def main():
     parser.add_argument('--models', help='comma-separated subset of mlp,small')
     parser.add_argument('--small-layers', type=int, default=SMALL_LAYERS,
                         help='Dense(16) layers of the small model (2 variables each)')
+    parser.add_argument('--results', default='optimizer_step', metavar='NAME',
+                        help='write bench/results/NAME.json and NAME.md (default: '
+                             'optimizer_step, the full run\'s; name a partial run otherwise)')
     args = parser.parse_args()
     SMALL_LAYERS = args.small_layers
     settings = dict(QUICK if args.quick else FULL)
@@ -584,6 +635,8 @@ def main():
                                                                    set(MODELS))
     if unknown:
         parser.error('unknown optimizer(s) or model(s): %s' % ', '.join(sorted(unknown)))
+    if not args.results or os.sep in args.results or args.results.startswith('.'):
+        parser.error('--results takes a file name (no directory): %r' % args.results)
     started = time.perf_counter()
 
     print('measuring memory bandwidth ...', file=sys.stderr)
@@ -592,7 +645,7 @@ def main():
     libs = harness.quiet_tensorflow()
     tf, keras, kol = libs
     specs = optimizer_specs(tf, keras, kol)
-    fused_option = {name: harness.accepts_fused(specs[name]['ours'][0], tf)
+    fused_option = {name: accepts_fused(specs[name]['ours'][0], tf)
                     for name in settings['optimizers']}
 
     results = {}
@@ -612,11 +665,11 @@ def main():
             if update is not None:
                 model_results[name].update(update=update, **{'update ratios':
                                                              ratio_summary(update)})
-            print('%-5s %-12s %5.1f s  step: ours/Keras %s, ours/TF fused %s' % (
-                kind, name, model_results[name]['seconds'],
-                spread_cell(model_results[name]['step ratios']['wall'], 'ours / Keras'),
-                spread_cell(model_results[name]['step ratios']['wall'], 'ours / TF fused')),
-                file=sys.stderr)
+            ratios = model_results[name]['step ratios']['wall']
+            print('%-5s %-16s %5.1f s  step: ours/Keras %s, ours/TF fused %s%s' % (
+                kind, name, model_results[name]['seconds'], spread_cell(ratios, 'ours / Keras'),
+                spread_cell(ratios, 'ours / TF fused'), ', ours/base %s' % spread_cell(
+                    ratios, 'ours / base') if 'ours / base' in ratios else ''), file=sys.stderr)
         gradient.close()
         results[kind] = model_results
         gc.collect()
@@ -625,12 +678,16 @@ def main():
     bandwidth_runs.append(memory_bandwidth(settings['bandwidth_repeats']))
     bandwidth = {key: max(run[key] for run in bandwidth_runs) for key in bandwidth_runs[0]}
     seconds = time.perf_counter() - started
-    markdown = report(results, settings, specs, fused_option, bandwidth, seconds, args.quick)
+    command = ' '.join(['python', os.path.relpath(sys.argv[0])] + [
+        "'%s'" % a if ' ' in a else a for a in sys.argv[1:]])
+    markdown = report(results, settings, specs, fused_option, bandwidth, seconds, args.quick,
+                      command)
     print(markdown)
-    paths = harness.write_results('optimizer_step', {
+    paths = harness.write_results(args.results, {
         'quick': args.quick, 'settings': settings, 'seconds': seconds, 'batch': BATCH,
         'small_layers': SMALL_LAYERS, 'bytes_per_param': {n: BYTES[n][0] for n in BYTES},
         'fused_option': fused_option, 'memory_bandwidth_gbs': bandwidth,
+        'command': command,
         'memory_bandwidth_runs_gbs': bandwidth_runs,
         'results': results}, markdown)
     print('total %.0f s; wrote %s' % (seconds, ', '.join(os.path.relpath(p) for p in paths)))

@@ -64,6 +64,18 @@ class OffByOne(object):
         return lambda *a, **k: (lambda step: schedule(*a, **k)(step + 1))
 
 
+def decays_the_excluded_too(optimizer, rate, exclude=()):
+    return kol.WeightDecay(optimizer, rate)  # exclude ignored
+
+
+def decay_not_scaled_by_lr(optimizer, rate, exclude=()):
+    return kol.WeightDecay(optimizer, rate, exclude=exclude, scale_by_lr=False)
+
+
+def a_step_late(steps, values):
+    return kol.schedules.PiecewiseLinear([s + 1 for s in steps], values)
+
+
 @pytest.mark.parametrize('experiment, broken', [
     ('handwritten_sgd', {'handwritten': TwiceTheRate}),
     ('get_updates_once', {'adagrad': ForgetfulAdagrad}),
@@ -73,6 +85,9 @@ class OffByOne(object):
     ('reset', {'reset_optimizer': no_reset}),
     ('weights_round_trip', {'adam': CounterLosingAdam}),
     ('schedules', {'ours': OffByOne()}),
+    ('weight_decay', {'wrapper': decays_the_excluded_too}),
+    ('weight_decay', {'wrapper': decay_not_scaled_by_lr}),
+    ('weight_decay', {'piecewise_linear': a_step_late}),
 ], ids=lambda v: v if isinstance(v, str) else ','.join(v))
 def test_breaking_the_implementation_flips_the_verdict(digits, out, experiment, broken):
     assert verdict(experiment, digits, out) is True
@@ -86,6 +101,41 @@ def test_runge_kutta_verdict_flips_with_a_heun_that_does_not_train(digits, out):
     assert verdict('runge_kutta', digits, out) is True
     K.clear_session()
     assert verdict('runge_kutta', digits, out, heun=lambda: kol.Heun(0.)) is False
+
+
+def keras_state():
+    return ({name: getattr(K, name, None) for name in experiments._BERT4KERAS_PATCHES},
+            dict(keras.utils.get_custom_objects()))
+
+
+def test_weight_decay_figures_and_keras_left_as_found(digits, out):
+    before = keras_state()
+    result = experiments.EXPERIMENTS['weight_decay'](digits, out, True)
+    assert keras_state() == before  # bert4keras's patches of keras.backend undone
+    assert result.verdict is True
+    differences = result.measured['max_relative_difference']
+    assert differences['ours vs NumPy'] < 1e-5
+    assert differences['ours vs NumPy decaying the biases too'] > 1e-4  # it can tell
+    assert result.measured['decayed by ours'] == ['dense_1/kernel:0', 'dense_2/kernel:0']
+    found = result.measured['norms']['decay found (1: decayed at the rate, 0: not decayed)']
+    assert abs(found["exclude=['bias']"]['biases']) < 1e-3
+    assert abs(found['decay everything']['biases'] - 1.) < 1e-3
+    assert sorted(result.plots) == ['weight_decay_norms.png', 'weight_decay_recipe.png']
+    if 'not importable' not in result.measured['bert4keras']:
+        assert differences['ours vs bert4keras over our Adam'] < 1e-5
+        assert differences["ours vs bert4keras over Keras's Adam, races removed"] < 1e-5
+
+
+def test_weight_decay_without_bert4keras_compares_with_numpy_only(digits, out, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'bert4keras.optimizers', None)  # import fails
+    before = keras_state()
+    result = experiments.EXPERIMENTS['weight_decay'](digits, out, True)
+    assert keras_state() == before
+    assert result.verdict is True
+    assert result.measured['bert4keras'].startswith('not importable')
+    assert 'bert4keras not importable' in result.summary
+    assert list(result.measured['max_relative_difference']) == [
+        'ours vs NumPy', 'ours vs NumPy decaying the biases too']
 
 
 def test_the_command_writes_table_report_json_and_plots(tmp_path):

@@ -5,7 +5,9 @@ broken one and see the verdict flip) and returns a `Result`: the claim, the meas
 and a verdict computed from them.
 """
 import collections
+import contextlib
 import os
+import sys
 import tempfile
 
 import h5py
@@ -345,6 +347,292 @@ def schedules(data, out, quick, ours=kol.schedules):
                                                                   len(steps)), plots)
 
 
+# ---- weight decay: bert4keras's recipe --------------------------------------------------------
+
+# Keras's own functions that importing bert4keras replaces or adds (bert4keras.backend assigns
+# them on keras.backend); and the module alias it installs.
+_BERT4KERAS_PATCHES = ('symbolic', 'logsumexp', 'reshape', 'flatten', 'where')
+_MISSING = object()
+_BERT4KERAS_K = {}
+
+
+@contextlib.contextmanager
+def bert4keras_optimizers():
+    """(bert4keras.optimizers, None), or (None, why) if it cannot be imported; Keras is left as
+    it was found afterwards: bert4keras patches keras.backend when imported (its own `K.where`
+    etc., which its piecewise linear rate needs while the graph is built) and registers every
+    class its `extend_with_*` make in Keras's custom objects."""
+    saved = {name: getattr(K, name, _MISSING) for name in _BERT4KERAS_PATCHES}
+    saved_module = sys.modules.get('tensorflow.keras.backend', _MISSING)
+    saved_objects = dict(keras.utils.get_custom_objects())
+    try:
+        try:
+            import bert4keras.backend
+            import bert4keras.optimizers
+        except Exception as error:  # noqa: BLE001 -- not installed, or not importable here
+            yield None, '%s: %s' % (type(error).__name__, error)
+            return
+        if not _BERT4KERAS_K:  # what importing it made of keras.backend, the first time seen
+            _BERT4KERAS_K.update((name, getattr(K, name)) for name in _BERT4KERAS_PATCHES)
+        for name, value in _BERT4KERAS_K.items():  # also after a previous call restored Keras
+            setattr(K, name, value)
+        yield bert4keras.optimizers, None
+    finally:
+        for name, value in saved.items():
+            if value is _MISSING:
+                if hasattr(K, name):
+                    delattr(K, name)
+            else:
+                setattr(K, name, value)
+        if saved_module is _MISSING:
+            sys.modules.pop('tensorflow.keras.backend', None)
+        else:
+            sys.modules['tensorflow.keras.backend'] = saved_module
+        objects = keras.utils.get_custom_objects()
+        objects.clear()
+        objects.update(saved_objects)
+
+
+def bert4keras_piecewise_linear(t, schedule):
+    """bert4keras 0.11.5's `piecewise_linear(t, schedule)` (from_zero=True) in NumPy: the points
+    of `schedule` ({step: multiplier}) sorted, (0, 0) put first if no point is at step 0; linear
+    between the points, the last multiplier after the last point."""
+    points = sorted(schedule.items())
+    if points[0][0] != 0:
+        points = [(0, 0.)] + points
+    steps, values = zip(*points)
+    return float(np.interp(t, steps, values))
+
+
+def digits_model_gradients(weights, x, y):
+    """The gradient of `data.model`'s loss (Dense tanh -> softmax, mean categorical
+    cross-entropy) in NumPy, by hand (Keras's clipping of the probabilities to [1e-7, 1 - 1e-7]
+    left out)."""
+    w1, b1, w2, b2 = weights
+    hidden = np.tanh(x.dot(w1) + b1)
+    logits = hidden.dot(w2) + b2
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    d_logits = (p - y) / len(x)
+    d_hidden = d_logits.dot(w2.T) * (1. - hidden ** 2)
+    return [x.T.dot(d_hidden), d_hidden.sum(axis=0), hidden.T.dot(d_logits), d_logits.sum(axis=0)]
+
+
+class NumpyAdam(object):
+    """Keras's Adam formula in float64 with the decay term of bert4keras's recipe kept apart:
+    `step(weights, grads, f, t)` -> (Adam's step, -f * rate * p_old) per parameter, at the rate
+    f, t the 1-based step count."""
+
+    def __init__(self, rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.rate, self.beta_1, self.beta_2, self.epsilon = rate, beta_1, beta_2, epsilon
+        self.m = self.v = None
+
+    def step(self, weights, grads, f, t):
+        if self.m is None:
+            self.m = [np.zeros_like(w) for w in weights]
+            self.v = [np.zeros_like(w) for w in weights]
+        lr_t = f * np.sqrt(1. - self.beta_2 ** t) / (1. - self.beta_1 ** t)
+        steps, decays = [], []
+        for k, (w, g) in enumerate(zip(weights, grads)):
+            self.m[k] = self.beta_1 * self.m[k] + (1. - self.beta_1) * g
+            self.v[k] = self.beta_2 * self.v[k] + (1. - self.beta_2) * g * g
+            steps.append(-lr_t * self.m[k] / (np.sqrt(self.v[k]) + self.epsilon))
+            decays.append(-f * self.rate * w)
+        return steps, decays
+
+
+def recipe_in_numpy(data, steps, size, lr, rate, schedule, decayed):
+    """The trajectory (flat weights after each step) of bert4keras's recipe, computed in float64:
+    Keras's Adam formula at the rate f = lr * piecewise_linear(iterations, schedule), iterations
+    counting the updates before this one, and the decay p -= f * rate * p_old of the parameters
+    flagged in `decayed`. Gradients by `digits_model_gradients`."""
+    weights = [w.astype(np.float64) for w in D.initial_weights(data)]
+    adam = NumpyAdam(rate)
+    points = []
+    for i in range(steps):
+        x, y = (a.astype(np.float64) for a in D.batch(data, i, size))
+        adam_steps, decays = adam.step(weights, digits_model_gradients(weights, x, y),
+                                       lr * bert4keras_piecewise_linear(i, schedule), i + 1)
+        weights = [w + a + (d if decay else 0.) for w, a, d, decay in zip(
+            weights, adam_steps, decays, decayed)]
+        points.append(D.flat(weights))
+    return np.array(points)
+
+
+def decay_found(data, points, size, lr, rate, schedule, groups):
+    """How much of the decay term each group of parameters took, in a trajectory `points` (flat
+    weights after each step) of Adam at bert4keras's piecewise-linear rate: each step taken minus
+    Adam's step from the same weights (NumPy, gradients and moments from the trajectory's own
+    weights), projected on the decay term -f * rate * p_old, by least squares over all steps.
+    1: decayed at `rate`, 0: not decayed. `groups`: a group name per parameter."""
+    shapes = [w.shape for w in D.initial_weights(data)]
+    bounds = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+    unflat = lambda flat: [flat[bounds[k]:bounds[k + 1]].reshape(shape).astype(np.float64)
+                           for k, shape in enumerate(shapes)]
+    adam = NumpyAdam(rate)
+    found, size_of = collections.defaultdict(float), collections.defaultdict(float)
+    before = [w.astype(np.float64) for w in D.initial_weights(data)]
+    for i in range(len(points)):
+        x, y = (a.astype(np.float64) for a in D.batch(data, i, size))
+        after = unflat(points[i])
+        adam_steps, decays = adam.step(before, digits_model_gradients(before, x, y),
+                                       lr * bert4keras_piecewise_linear(i, schedule), i + 1)
+        for group, b, a, step, decay in zip(groups, before, after, adam_steps, decays):
+            found[group] += float(np.sum((a - b - step) * decay))
+            size_of[group] += float(np.sum(decay * decay))
+        before = after
+    return {group: found[group] / size_of[group] for group in found}
+
+
+def weight_decay(data, out, quick, wrapper=kol.WeightDecay, adam=kol.Adam,
+                 piecewise_linear=kol.schedules.PiecewiseLinear):
+    """8. bert4keras's weight decay + piecewise-linear rate recipe (0.11.5's
+    extend_with_weight_decay + extend_with_piecewise_linear_lr on Adam, weight_decay_rate=0.01,
+    exclude_from_weight_decay=['Norm', 'bias'], lr_schedule={1000: 1, 2000: 0.1} scaled to the
+    run) is WeightDecay(Adam(lr=PiecewiseLinear([0, s1, s2], [0, lr, 0.1 * lr])), 0.01,
+    exclude=['bias']): it follows the recipe computed in NumPy, and bert4keras's own optimizer
+    (over our Adam, and over Keras's with its two races removed; as it is, Keras's Adam reads
+    `iterations` unordered against its increment, so bert4keras's rate multiplier and Adam's bias
+    correction are sometimes a step late and the run differs from itself).
+
+    With exclude=['bias'] the biases are not decayed: the decay each parameter group took is
+    measured from the trajectories (the steps minus Adam's own, projected on the decay term),
+    next to the kernel and bias norms of three runs (no decay, exclude=['bias'], everything
+    decayed) at 10x the recipe's rate, where the effect shows on a plot."""
+    steps, size, lr, rate = (60 if quick else 300), 64, 0.01, 0.01
+    s1, s2 = steps // 3, 2 * steps // 3
+    schedule = {s1: 1., s2: 0.1}  # bert4keras's lr_schedule={1000: 1, 2000: 0.1}, scaled down
+    shapes = [w.shape for w in D.initial_weights(data)]
+    kernels = [len(shape) == 2 for shape in shapes]
+
+    def ours(decay, exclude):
+        def make():
+            inner = adam(lr=piecewise_linear([0, s1, s2], [0., lr, 0.1 * lr]))
+            return inner if decay is None else wrapper(inner, decay, exclude=exclude)
+        return make
+
+    def trajectory(make, decayed=None):
+        K.clear_session()
+        model = D.model(data, make())
+        points = []
+        train(model, data, steps, size, every_step=lambda i: points.append(weights(model)))
+        if decayed is not None:
+            decayed.extend(getattr(model.optimizer, 'decayed_names', ['?']))
+        return np.array(points)
+
+    def relative(a, b):  # per step: max |a - b| over all weights / max |b|
+        return np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
+
+    # (a) the recipe: ours, NumPy, bert4keras
+    decayed = []
+    recipe = trajectory(ours(rate, ['bias']), decayed)
+    numpy_recipe = recipe_in_numpy(data, steps, size, lr, rate, schedule, kernels)
+    numpy_all = recipe_in_numpy(data, steps, size, lr, rate, schedule, [True] * len(shapes))
+    to_numpy = relative(recipe, numpy_recipe)
+    curves = {'ours vs NumPy': to_numpy}
+    measured = {'steps': steps, 'batch': size, 'lr': lr, 'weight_decay_rate': rate,
+                'lr_schedule (bert4keras)': {str(k): v for k, v in schedule.items()},
+                'ours': 'WeightDecay(Adam(lr=PiecewiseLinear([0, %d, %d], [0, %g, %g])), %g, '
+                        "exclude=['bias'])" % (s1, s2, lr, 0.1 * lr, rate),
+                'decayed by ours': decayed,
+                'relative difference': 'per step, max |w - w_other| over all weights / '
+                                       'max |w_other|; reported: its maximum over the steps',
+                'max_relative_difference': {
+                    'ours vs NumPy': float(to_numpy.max()),
+                    'ours vs NumPy decaying the biases too': float(
+                        relative(recipe, numpy_all).max())}}
+    differences = measured['max_relative_difference']
+    with bert4keras_optimizers() as (bert4keras, missing):
+        if bert4keras is None:
+            measured['bert4keras'] = 'not importable (make clients installs it): ' + missing
+        else:
+            def recipe_over(base):
+                with_decay = bert4keras.extend_with_weight_decay(base, 'AdamW')
+                optimizer_class = bert4keras.extend_with_piecewise_linear_lr(with_decay,
+                                                                             'AdamWLR')
+                return lambda: optimizer_class(lr=lr, weight_decay_rate=rate,
+                                               exclude_from_weight_decay=['Norm', 'bias'],
+                                               lr_schedule=schedule)
+            over_ours = trajectory(recipe_over(adam))
+            over_keras = trajectory(recipe_over(posts.race_free(bert4keras.Adam,
+                                                                counter_last=True)))
+            as_is = [trajectory(recipe_over(bert4keras.Adam)) for _ in range(2)]
+            for name, points in [('bert4keras over our Adam', over_ours),
+                                 ("bert4keras over Keras's Adam, races removed", over_keras)]:
+                curves['ours vs ' + name] = relative(recipe, points)
+                differences['ours vs ' + name] = float(curves['ours vs ' + name].max())
+            name = "ours vs bert4keras over Keras's Adam as it is (racy)"
+            curves[name] = relative(recipe, as_is[0])
+            differences[name] = float(curves[name].max())
+            differences["bert4keras over Keras's Adam as it is (racy), run vs run"] = float(
+                relative(as_is[0], as_is[1]).max())
+            measured['bert4keras'] = ('bert4keras %s; its Adam is keras.optimizers.Adam under '
+                                      'standalone Keras' % getattr(
+                                          sys.modules.get('bert4keras'), '__version__', '?'))
+    compared = [d for name, d in differences.items() if name.startswith('ours vs') and
+                'decaying the biases' not in name and 'as it is' not in name]
+    recipe_followed = max(compared) <= 1e-5
+
+    # (b) the norms: no decay, decay without the biases, decay of everything
+    norm_rate = 0.1  # 10x the recipe's, so that the effect shows on the plot
+    runs = collections.OrderedDict([
+        ('no decay', trajectory(ours(None, ()))),
+        ("exclude=['bias']", trajectory(ours(norm_rate, ['bias']))),
+        ('decay everything', trajectory(ours(norm_rate, ())))])
+    bounds = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+
+    def norm(points, which):
+        return np.sqrt(sum((points[:, bounds[k]:bounds[k + 1]] ** 2).sum(axis=1)
+                           for k in range(len(shapes)) if kernels[k] == which))
+    kernel_norms = {name: norm(points, True) for name, points in runs.items()}
+    bias_norms = {name: norm(points, False) for name, points in runs.items()}
+    final = {part: {name: float(n[-1]) for name, n in norms.items()}
+             for part, norms in (('kernels', kernel_norms), ('biases', bias_norms))}
+    groups = ['kernels' if kernel else 'biases' for kernel in kernels]
+    found = {name: decay_found(data, points, size, lr, norm_rate, schedule, groups)
+             for name, points in runs.items()}
+    expected = {'no decay': {'kernels': 0., 'biases': 0.},
+                "exclude=['bias']": {'kernels': 1., 'biases': 0.},
+                'decay everything': {'kernels': 1., 'biases': 1.}}
+    measured['norms'] = {'weight_decay_rate': norm_rate, 'final': final,
+                         'decay found (1: decayed at the rate, 0: not decayed)': found}
+    k, b = final['kernels'], final['biases']
+    biases_apart = {name: b[name] / b['no decay'] - 1. for name in b}
+    kernels_decayed = k["exclude=['bias']"] < k['no decay'] and k['decay everything'] < k[
+        'no decay']
+    decay_where_expected = all(abs(found[run][group] - expected[run][group]) <= 1e-3
+                               for run in expected for group in expected[run])
+    plots = [
+        out.plot('weight_decay_recipe', "bert4keras's AdamW + piecewise-linear rate: ours vs "
+                 'the others', 'step', {name: np.maximum(c, 1e-12) for name, c in curves.items()},
+                 ylabel='max |w - w_other| / max |w_other| (1e-12 = equal)', log=True),
+        out.panels('weight_decay_norms', [
+            ('kernels', kernel_norms, 'L2 norm of the kernels'),
+            ('biases', bias_norms, 'L2 norm of the biases')], 'step',
+            title='Weight norms, Adam + piecewise-linear rate, decay %g' % norm_rate)]
+    bert4keras_part = (', vs bert4keras %.1e (over our Adam; over Keras\'s Adam, races removed: '
+                       '%.1e; as it is, it differs from itself by %.1e)' % (
+                           differences['ours vs bert4keras over our Adam'],
+                           differences["ours vs bert4keras over Keras's Adam, races removed"],
+                           differences["bert4keras over Keras's Adam as it is (racy), run vs "
+                                       'run'])
+                       if 'ours vs bert4keras over our Adam' in differences else
+                       ' (bert4keras not importable: not compared)')
+    summary = ('recipe vs NumPy %.1e max rel. difference%s; decay %g: kernel norm %.3g -> '
+               "%.3g, bias norm %+.1f%% (exclude=['bias']) / %+.1f%% (all decayed), decay found "
+               "in the biases %.3f / %.3f" % (
+                   differences['ours vs NumPy'], bert4keras_part, norm_rate, k['no decay'],
+                   k["exclude=['bias']"], 100 * biases_apart["exclude=['bias']"],
+                   100 * biases_apart['decay everything'],
+                   round(found["exclude=['bias']"]['biases'], 3) + 0.,
+                   round(found['decay everything']['biases'], 3) + 0.))
+    return Result('weight_decay', "bert4keras's weight decay + piecewise-linear rate recipe equals "
+                  "WeightDecay(Adam(lr=PiecewiseLinear)), exclude=['bias'] (NumPy, bert4keras); "
+                  'the excluded biases are not decayed', measured,
+                  recipe_followed and kernels_decayed and decay_where_expected, summary,
+                  plots)
+
+
 EXPERIMENTS = collections.OrderedDict((f.__name__, f) for f in [
     handwritten_sgd, get_updates_once, soft_batch, runge_kutta, reset, weights_round_trip,
-    schedules])
+    schedules, weight_decay])

@@ -11,29 +11,50 @@
   ordered after the ops that read it (else a cycle may end a batch early).
 `keras_opt_legacy.GradientAccumulation` is the general version (any optimizer, state saved).
 
-`race_free(cls)` removes one race from any such class, to compare arithmetic exactly.
+`race_free(cls)` removes one race from any such class, to compare arithmetic exactly;
+`race_free(cls, counter_last=True)` also the other one of Keras's Adam, Adamax and Nadam.
 """
 import tensorflow as tf
 from keras import backend as K
 from keras.legacy import interfaces
 from keras.optimizers import Optimizer
 
+from keras_opt_legacy import compat
 from keras_opt_legacy.ops import after_all
 
 
-def race_free(optimizer_class):
+def race_free(optimizer_class, counter_last=False):
     """`optimizer_class` with its updates waiting for every gradient (and the loss).
 
     Keras 2.2.4's optimizers -- and every `get_updates` written like them -- may assign a weight
     before a backward-pass op has read it (TF1 ref variables alias `W/read`), so their
-    trajectories vary from run to run; this removes that race (not the separate `iterations`
-    race of Keras's Adam, Adamax and Nadam)."""
+    trajectories vary from run to run; this removes that race. `counter_last=True` also removes
+    the separate `iterations` race of Keras's Adam, Adamax and Nadam (their step count `t`, and
+    whatever else a subclass computes from `iterations`, read unordered against its increment):
+    the increment runs after every other update."""
 
     class RaceFree(optimizer_class):
         def get_gradients(self, loss, params):
             return after_all(optimizer_class.get_gradients(self, loss, params), also=[loss])
+
+        if counter_last:
+            def get_updates(self, loss, params):
+                updates = list(optimizer_class.get_updates(self, loss, params))
+                counters = [u for u in updates if _increments(u, self.iterations)]
+                if len(counters) != 1:
+                    raise ValueError('expected one increment of iterations among the updates of '
+                                     '%s, found %d' % (optimizer_class.__name__, len(counters)))
+                others = [u for u in updates if u is not counters[0]]
+                with tf.control_dependencies(others):  # after every read of the counter
+                    self.updates = others + [K.update_add(self.iterations, 1)]
+                return self.updates
     RaceFree.__name__ = 'RaceFree' + optimizer_class.__name__
     return RaceFree
+
+
+def _increments(update, variable):
+    assignment = compat.keras_assignment(update)
+    return bool(assignment and assignment[3] and assignment[1].op is variable.op)
 
 
 class HandwrittenSGD(Optimizer):

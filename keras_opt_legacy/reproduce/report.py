@@ -21,26 +21,39 @@ class Output(object):
     def plot(self, name, title, xlabel, curves, ylabel=None, log=False, xy=False,
              dashed_every_second=False):
         """Save a line plot of `curves` (label -> values, or (x, y) pairs if `xy`) as NAME.png."""
+        return self.panels(name, [(title, curves, ylabel)], xlabel, log=log, xy=xy,
+                           dashed_every_second=dashed_every_second)
+
+    def panels(self, name, panels, xlabel, log=False, xy=False, dashed_every_second=False,
+               title=None):
+        """Save side-by-side line plots as NAME.png: `panels` is a list of (title, curves,
+        ylabel), `curves` as in `plot`; `title` a title over all of them."""
         import matplotlib
         matplotlib.use('Agg')
         from matplotlib import pyplot
 
-        figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
-        for i, (label, values) in enumerate(curves.items()):
-            values = np.asarray(values, dtype=float)
-            x, y = (values[:, 0], values[:, 1]) if xy else (np.arange(1, len(values) + 1), values)
-            # Equal curves must stay visible: vary the style (or pair solid/dashed).
-            style = ('--' if i % 2 else '-') if dashed_every_second else STYLES[i % len(STYLES)]
-            axes.plot(x, y, style, label=label, linewidth=2.4 if style == '-' else 1.6)
-        if log:
-            axes.set_yscale('log')
-        axes.set_title(title)
-        axes.set_xlabel(xlabel)
-        if ylabel:
-            axes.set_ylabel(ylabel)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
+        figure, axes_list = pyplot.subplots(1, len(panels), figsize=(8 * len(panels) ** .6, 4.5),
+                                            dpi=100, squeeze=False)
+        for axes, (panel_title, curves, ylabel) in zip(axes_list[0], panels):
+            for i, (label, values) in enumerate(curves.items()):
+                values = np.asarray(values, dtype=float)
+                x, y = ((values[:, 0], values[:, 1]) if xy else
+                        (np.arange(1, len(values) + 1), values))
+                # Equal curves must stay visible: vary the style (or pair solid/dashed).
+                style = (('--' if i % 2 else '-') if dashed_every_second else
+                         STYLES[i % len(STYLES)])
+                axes.plot(x, y, style, label=label, linewidth=2.4 if style == '-' else 1.6)
+            if log:
+                axes.set_yscale('log')
+            axes.set_title(panel_title)
+            axes.set_xlabel(xlabel)
+            if ylabel:
+                axes.set_ylabel(ylabel)
+            axes.grid(True, alpha=0.3)
+            axes.legend(fontsize=8)
+        if title:
+            figure.suptitle(title)
+        figure.tight_layout(rect=(0, 0, 1, 0.94) if title else (0, 0, 1, 1))
         filename = name + '.png'
         figure.savefig(self.path(filename))
         pyplot.close(figure)
