@@ -6,6 +6,7 @@ from .base import Optimizer, PreparedStep, custom_objects, register
 from .builtin import current_learning_rate
 from .optimizers import (SGD, RMSprop, Adagrad, Adadelta, AdamBase, Adam, Adamax, Nadam,
                          Ftrl, DecoupledWeightDecay, AdamW, SGDW, NadamW)
+from .rules import RAdam, LAMB, LARS, Adafactor, AdaBound, Yogi, AdaBelief, Lion
 
 from .wrappers import (Wrapper, GradientAccumulation, Lookahead, SkipNonFinite, WeightDecay,
                        LearningRateMultipliers, layer_wise_decay)
@@ -21,7 +22,8 @@ __version__ = '0.1.0'
 __all__ = ['Optimizer', 'AdamBase', 'Wrapper', 'PreparedStep', 'register', 'checks', 'ops',
            'current_learning_rate', 'custom_objects', 'schedules',
            'SGD', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam', 'Ftrl',
-           'DecoupledWeightDecay', 'AdamW', 'SGDW', 'NadamW',
+           'DecoupledWeightDecay', 'AdamW', 'SGDW', 'NadamW', 'RAdam', 'LAMB', 'LARS', 'Adafactor',
+           'AdaBound', 'Yogi', 'AdaBelief', 'Lion',
            'GradientAccumulation', 'Lookahead', 'SkipNonFinite', 'WeightDecay',
            'LearningRateMultipliers', 'layer_wise_decay', 'ExponentialMovingAverage',
            'StochasticWeightAveraging', 'update_batch_norm', 'callbacks', 'load_model',

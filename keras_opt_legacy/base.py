@@ -233,6 +233,11 @@ class OptimizerBase(keras_optimizers.Optimizer):
     def _slot_initial_value(self, slot_name):
         return 0.
 
+    def _slot_shape(self, p, slot_name):
+        """The shape of the slot `slot_name` of the parameter `p` (its own shape), or None if
+        `p` has no such slot (Adafactor keeps factored moments of matrices only)."""
+        return K.int_shape(p)
+
     def _create_slots(self, params):
         """Create the `slot_names` variables of each parameter once (outside control flow).
 
@@ -253,11 +258,12 @@ class OptimizerBase(keras_optimizers.Optimizer):
         with tf.name_scope(self._scope):
             for p in params:
                 if p not in self._slots:
+                    shapes = [(name, self._slot_shape(p, name)) for name in self.slot_names]
                     self._slots[p] = {
-                        name: K.variable(tf.fill(K.int_shape(p), tf.constant(
+                        name: K.variable(tf.fill(shape, tf.constant(
                             self._slot_initial_value(name), dtype=p.dtype.base_dtype)),
                             dtype=K.dtype(p), name=name)
-                        for name in self.slot_names}
+                        for name, shape in shapes if shape is not None}
         return params
 
     def _list_state(self, params, inner=()):
@@ -269,9 +275,10 @@ class OptimizerBase(keras_optimizers.Optimizer):
         self.weights = [variable for _, variable in named]
         self.non_negative_names = set()
         for name in self.slot_names:
-            listed = ['%s/%s' % (name, p.op.name) for p in params]
+            having = [p for p in params if name in self._slots[p]]
+            listed = ['%s/%s' % (name, p.op.name) for p in having]
             names += listed
-            self.weights += [self._slots[p][name] for p in params]
+            self.weights += [self._slots[p][name] for p in having]
             if name in self.non_negative_slots:
                 self.non_negative_names.update(listed)
         if inner:

@@ -83,13 +83,14 @@ class DecoupledDecay(object):
         return lr * rate if self.scale_by_lr else rate
 
     def prepare(self, prepare_inner, grads, step, lr, rate_factors=None,
-                reads_parameters=False):
+                reads_parameters=False, fused=True):
         """The `PreparedStep` of the inner step with the decay of the selected parameters:
         `prepare_inner(gradients)` prepares the inner step, given a function returning `grads`
         (resolved once, where first needed: the decay waits for the gradients, which read the
         parameters). `step`: the count of updates before this one (for a schedule `rate`);
         `lr`: the update's learning rate, times each parameter's factor in `rate_factors`;
-        `reads_parameters`: whether the inner step reads the parameters (see `build`)."""
+        `reads_parameters`: whether the inner step reads the parameters (see `build`); `fused`:
+        whether the decay may use TF's kernel (else `assign_sub`)."""
         resolved = []
 
         def gradients():
@@ -109,10 +110,10 @@ class DecoupledDecay(object):
 
         def build():
             with tf.control_dependencies([getattr(g, 'values', g) for g in gradients()]):
-                return self.build(inner, coefficients, inner.applies, exact)
+                return self.build(inner, coefficients, inner.applies, exact, fused)
         return PreparedStep(build, applies=inner.applies)
 
-    def build(self, inner, coefficients, applies, exact):
+    def build(self, inner, coefficients, applies, exact, fused=True):
         """The ops of one step: `inner()` (the inner step's ops) with the decay of `self.params`
         by `coefficients[p]`, on the steps where `applies` (None: all).
 
@@ -130,7 +131,7 @@ class DecoupledDecay(object):
             return [tf.cond(applies, lambda: tf.group(*build()), tf.no_op)]
 
         decay_first = conditionally(
-            lambda: [_decay_in_place(p, coefficients[p]) for p in first]) if first else []
+            lambda: [_decay_in_place(p, coefficients[p], fused) for p in first]) if first else []
         amounts = ops.after_all([coefficients[p] * p for p in exact], also=decay_first)
         with tf.control_dependencies(decay_first + amounts):
             inner_ops = inner()
@@ -152,11 +153,12 @@ def deserialize_rate(rate):
     return deserialize_schedule(rate) if isinstance(rate, dict) else rate
 
 
-def _decay_in_place(p, coefficient):
-    """The op `p <- p - coefficient * p` in one pass (TF's gradient-descent kernel, `p` its
-    own delta; element-wise, so reading and writing the same buffer is safe)."""
+def _decay_in_place(p, coefficient, fused=True):
+    """The op `p <- p - coefficient * p`: with `fused`, in one pass (TF's gradient-descent
+    kernel, `p` its own delta; element-wise, so reading and writing the same buffer is safe),
+    else `assign_sub` (a temporary of p's size)."""
     coefficient = K.cast(coefficient, p.dtype.base_dtype)
-    if not ops.keras_update_patched():
+    if fused and not ops.keras_update_patched():
         op = ops.descend(p, coefficient, p)
         if op is not None:
             return op

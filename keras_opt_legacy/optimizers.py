@@ -348,12 +348,17 @@ class DecoupledWeightDecay(object):
     def decayed_params(self):
         return list(self.decay_term.params)
 
+    @property
+    def decayed_names(self):
+        return [p.name for p in self.decay_term.params]
+
     def prepare_step(self, grads, params, rate_factors=None):
         self.decay_term.select(params)  # an unmatched pattern fails here, before any state
         rule = super(DecoupledWeightDecay, self)
         return self.decay_term.prepare(
             lambda gradients: rule.prepare_step(gradients, params, rate_factors), grads,
-            self.iterations, self.current_rate(), rate_factors, self.step_reads_parameters)
+            self.iterations, self.current_rate(), rate_factors, self.step_reads_parameters,
+            self.fused)
 
     def get_config(self):
         config = super(DecoupledWeightDecay, self).get_config()

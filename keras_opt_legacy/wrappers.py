@@ -323,7 +323,7 @@ class WeightDecay(Wrapper):
         decayed = self.decay_term.prepare(
             lambda gradients: self._prepare_inner(gradients, params, rate_factors), grads,
             self.iterations, builtin.rate(self.optimizer), rate_factors,
-            self.step_reads_parameters)
+            self.step_reads_parameters, getattr(self.optimizer, 'fused', True))
 
         def build():
             done = decayed()

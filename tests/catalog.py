@@ -23,6 +23,8 @@ An entry (`Entry`):
   race the weight-read gate (`problems.gated`) alone does not remove.
 - `space`: for the property tests, a Hypothesis strategy per constructor argument.
 - `loose_slots`: slots the property tests do not compare at every step (with the reason).
+- `slot_applies`: for a rule whose slots depend on the parameter's shape (Adafactor), a
+  function `(options, slot, shape) -> bool`; None: every parameter has every slot.
 
 Test cases: `cases(kind)` gives `pytest.param(entry, options, id='<name>-<option id>')` for every
 option set of that kind; `make(entry, options)` builds the optimizer.
@@ -39,6 +41,11 @@ import keras_opt_legacy as kol
 from keras_opt_legacy import schedules
 import problems
 import reference
+import reference_rules
+
+# Every NumPy reference: the eight Keras-era rules and SGDW/AdamW/NadamW (reference.py), the
+# rules of issue 18 (reference_rules.py).
+REFERENCES = dict(reference.REFERENCES, **reference_rules.REFERENCES)
 
 # What each kind of option set is for, and the tests that run it.
 KINDS = {
@@ -58,7 +65,8 @@ KINDS = {
 }
 
 # Base classes: in the public namespace, but not optimizers by themselves.
-BASES = {'OptimizerBase', 'Optimizer', 'Wrapper', 'InjectOptimizer', 'AdamBase', '_AdamFamily'}
+BASES = {'OptimizerBase', 'Optimizer', 'Wrapper', 'InjectOptimizer', 'AdamBase', '_AdamFamily',
+         'Averaging'}
 
 # Kinds every rule must have (so a new rule is covered), and those every rule with a Keras
 # counterpart must have.
@@ -78,7 +86,7 @@ class fresh(object):
 
 Option = collections.namedtuple('Option', 'id kwargs kinds')
 _ENTRY_FIELDS = ('name family default options lr fused scalars slots reference keras keras_races '
-                 'space loose_slots')
+                 'space loose_slots slot_applies')
 
 
 class Entry(collections.namedtuple('Entry', _ENTRY_FIELDS)):
@@ -110,18 +118,19 @@ def use(kwargs, *kinds, **named):
 
 
 def _entry(name, family, options=(), default=None, lr=None, fused=None, scalars=(), slots=(),
-           reference=None, keras=None, keras_races=False, space=None, loose_slots=()):
+           reference=None, keras=None, keras_races=False, space=None, loose_slots=(),
+           slot_applies=None):
     ids = [o.id for o in options]
     assert len(set(ids)) == len(ids), '%s: option ids repeat: %s' % (name, ids)
     kwargs = [dict(o.kwargs) for o in options]
     assert all(kwargs.count(k) == 1 for k in kwargs), '%s: an option set repeats' % name
     return Entry(name, family, types.MappingProxyType(dict(default or {})), tuple(options), lr,
                  fused, tuple(scalars), slots, reference, keras, keras_races, space,
-                 tuple(loose_slots))
+                 tuple(loose_slots), slot_applies)
 
 
 def rule(name, **fields):
-    return _entry(name, 'rule', reference=reference.REFERENCES[name], **fields)
+    return _entry(name, 'rule', reference=REFERENCES[name], **fields)
 
 
 # ---- Hypothesis strategies for the property tests ----------------------------------------------
@@ -321,6 +330,130 @@ RULES = [
 ]
 
 
+# ---- the rules of issue 18 ----------------------------------------------------------------------
+
+def _adafactor_slots(options):
+    return ('vr', 'vc', 'v') + (('m',) if options.get('beta_1') else ())
+
+
+def _adafactor_slot_applies(options, slot, shape):
+    factored = options.get('factored', True) and len(shape) >= 2 and \
+        min(shape[-2:]) >= options.get('min_dim_size_to_factor', 0)
+    return slot == 'm' or (slot in ('vr', 'vc')) == factored
+
+
+def _adabound_slots(options):
+    return ('m', 'v', 'vhat') if options.get('amsbound') else ('m', 'v')
+
+
+NEW_RULES = [
+    # Both sides of its threshold: the momentum step for t <= 5, the rectified one from t = 6.
+    rule('RAdam', lr=0.01, slots=('m', 'v'),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.01}, 'reference', 'resume'),
+             use({'lr': 0.01, 'beta_1': 0.5, 'beta_2': 0.99}, 'reference'),
+             use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
+             use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-4, decay=0.1), 'config',
+                 id='non-default'),
+         ]),
+    # The biases start at zero: the trust ratio's zero-norm case on the first step.
+    rule('LAMB', lr=0.01, slots=('m', 'v'),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
+                    weight_decay_rate=f32(0., 0.5)),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.01}, 'reference'),
+             use({'lr': 0.01, 'weight_decay_rate': 0.1, 'exclude_from_weight_decay': ['bias']},
+                 'reference', id='decay-biases-excluded'),
+             use({'lr': 0.01, 'weight_decay_rate': 0.1,
+                  'exclude_from_layer_adaptation': ['dense_1/']}, 'reference',
+                 id='decay-first-layer-not-adapted'),
+             use({'lr': 0.01, 'decay': 0.05, 'weight_decay_rate': 0.01}, 'determinism'),
+             use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-4, weight_decay_rate=0.01,
+                      exclude_from_weight_decay=['bias'], exclude_from_layer_adaptation=['bias'],
+                      decay=0.1), 'config', id='non-default'),
+         ]),
+    rule('LARS', lr=5., fused='ApplyMomentum', slots=('momentum',),
+         space=dict(lr=f32(0.1, 5.), momentum=f32(0., 0.99), weight_decay=f32(0., 0.1),
+                    eeta=f32(1e-3, 0.1), nesterov=st.booleans()),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 5.}, 'reference'),
+             use({'lr': 5., 'nesterov': True, 'weight_decay': 0.01}, 'reference'),
+             use({'lr': 0.1, 'eeta': 0.05, 'skip_list': ['bias']}, 'reference',
+                 id='biases-skipped'),
+             use({'lr': 5., 'decay': 0.05}, 'determinism'),
+             use(dict(lr=1., momentum=0.5, weight_decay=1e-3, eeta=1e-2, epsilon=1e-6,
+                      skip_list=['bias'], nesterov=True), 'config', id='non-default'),
+         ]),
+    # lr=None: tensor2tensor's relative step min(0.01, 1/sqrt(t)) times RMS(p).
+    rule('Adafactor', lr=0.01, slots=_adafactor_slots, slot_applies=_adafactor_slot_applies,
+         space=dict(lr=f32(1e-3, 0.1), beta_1=st.just(0.) | f32(0., 0.9),
+                    factored=st.booleans(), multiply_by_parameter_scale=st.booleans(),
+                    clipping_threshold=st.none() | f32(1., 2.), decay_exponent=f32(0.5, 1.)),
+         options=[
+             use({'beta_1': 0.9}, 'all-slots', 'reset', 'reference'),
+             use({}, 'reference', 'resume'),
+             use({'factored': False}, 'reference'),
+             use({'lr': 0.01, 'multiply_by_parameter_scale': False, 'beta_1': 0.5},
+                 'reference'),
+             use({'lr': 0.01, 'decay': 0.05, 'beta_1': 0.9}, 'determinism'),
+             use(dict(lr=0.02, beta_1=0.5, clipping_threshold=2., factored=False,
+                      multiply_by_parameter_scale=False, min_dim_size_to_factor=4,
+                      decay_exponent=0.7), 'config', id='non-default'),
+         ]),
+    rule('AdaBound', lr=0.01, slots=_adabound_slots,
+         space=dict(lr=f32(1e-4, 0.1), final_lr=f32(0.01, 1.), beta_1=UNIT, beta_2=BETA_2,
+                    gamma=f32(1e-3, 0.5), epsilon=EPSILON, amsbound=st.booleans()),
+         options=[
+             use({'amsbound': True}, 'all-slots', 'reset'),
+             use({'lr': 0.01}, 'reference'),
+             use({'lr': 0.01, 'amsbound': True, 'final_lr': 0.05, 'gamma': 0.1}, 'reference',
+                 id='amsbound-bounds-bite'),
+             use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
+             use(dict(lr=0.02, final_lr=0.05, beta_1=0.8, beta_2=0.99, gamma=0.01, epsilon=1e-4,
+                      amsbound=True, decay=0.1), 'config', id='non-default'),
+         ]),
+    rule('Yogi', lr=0.01, slots=lambda options: ('m', 'v') if options.get('beta_1', 0.9) else ('v',),
+         space=dict(lr=f32(1e-3, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-3, 0.1),
+                    initial_accumulator_value=f32(1e-6, 0.1)),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.01}, 'reference'),
+             use({'lr': 0.01, 'beta_2': 0.9, 'initial_accumulator_value': 0.1}, 'reference'),
+             use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
+             use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-2,
+                      initial_accumulator_value=0.01, decay=0.1), 'config', id='non-default'),
+         ]),
+    rule('AdaBelief', lr=0.01, slots=('m', 's'),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-12, 1e-4),
+                    rectify=st.booleans()),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.01}, 'reference'),
+             use({'lr': 0.01, 'rectify': True}, 'reference'),
+             use({'lr': 0.01, 'epsilon': 1e-8}, 'reference'),
+             use({'lr': 0.01, 'decay': 0.05, 'rectify': True}, 'determinism'),
+             use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-10, rectify=True, decay=0.1),
+                 'config', id='non-default'),
+         ]),
+    rule('Lion', lr=0.002, slots=('m',),
+         space=dict(lr=f32(1e-4, 0.01), beta_1=UNIT, beta_2=UNIT, weight_decay=f32(0., 0.5)),
+         options=[
+             use({}, 'all-slots', 'reset'),
+             use({'lr': 0.002}, 'reference'),
+             use({'lr': 0.002, 'weight_decay': 0.5}, 'reference'),
+             use({'lr': 0.002, 'beta_1': 0.5, 'beta_2': 0.9}, 'reference'),
+             use({'lr': 0.002, 'decay': 0.05, 'weight_decay': 0.1}, 'determinism'),
+             use(dict(lr=0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05, decay=0.1), 'config',
+                 id='non-default'),
+         ]),
+]
+RULES += NEW_RULES
+
+
 # ---- wrappers ----------------------------------------------------------------------------------
 
 def inner(source):
@@ -372,6 +505,31 @@ WRAPPERS = [
                     'rate': 0.05, 'scale_by_lr': False}, 'resume', id='over-skip-over-keras-nadam'),
                use({'optimizer': inner('keras.optimizers.RMSprop()'), 'rate': 0.05,
                     'exclude': ['bias']}, 'cross-version', id='over-keras-rmsprop'),
+           ]),
+    _entry('LearningRateMultipliers', 'wrapper',
+           default={'optimizer': inner('kol.SGD(lr=0.1)'), 'multipliers': {'kernel': 0.5}},
+           options=[
+               use({'optimizer': inner('kol.Adam(0.01, decay=0.1)'),
+                    'multipliers': {'dense_1/': 0.1, 'kernel': 3.}}, 'reset', 'resume',
+                   id='adam'),
+               use({'optimizer': inner('keras.optimizers.Adam(0.01)'),
+                    'multipliers': {'dense_2/': 2.}}, 'cross-version', id='over-keras-adam'),
+           ]),
+    _entry('ExponentialMovingAverage', 'wrapper', scalars=('started',), slots=('average',),
+           default={'optimizer': inner('kol.SGD(lr=0.1)')},
+           options=[
+               use({'optimizer': inner('kol.Adam(0.01)'), 'decay': 0.9,
+                    'dynamic_decay': True}, 'reset', 'resume', id='adam-dynamic'),
+               use({'optimizer': inner('kol.GradientAccumulation(keras.optimizers.Adam(0.01), 3)'),
+                    'decay': 0.8}, 'resume', 'cross-version', id='over-accumulation-keras-adam'),
+           ]),
+    _entry('StochasticWeightAveraging', 'wrapper', scalars=('averaged',), slots=('average',),
+           default={'optimizer': inner('kol.SGD(lr=0.1)'), 'start': 2},
+           options=[
+               use({'optimizer': inner('kol.Adam(0.01)'), 'start': 3, 'period': 2}, 'reset',
+                   'resume', id='adam'),
+               use({'optimizer': inner('kol.SkipNonFinite(keras.optimizers.SGD(0.1))'),
+                    'start': 2}, 'cross-version', id='over-skip-keras-sgd'),
            ]),
 ]
 
@@ -473,6 +631,12 @@ def make_case(case, **extra):
     """`make` for a case id '<name>-<option id>'."""
     found, option = lookup(case)
     return make(found, option, **extra)
+
+
+def has_slot(entry_, options, slot, shape):
+    """Whether a parameter of `shape` has the slot `slot` (see `slot_applies`)."""
+    found = entry(entry_)
+    return found.slot_applies is None or found.slot_applies(options, slot, tuple(shape))
 
 
 def slots(entry_, options=None):

@@ -53,12 +53,21 @@ def required_arguments(cls):
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if name == 'optimizer':
             arguments[name] = kol.SGD(lr=0.1)
-        elif name in ('steps', 'sync_every'):
+        elif name in ('steps', 'sync_every', 'start'):
             arguments[name] = 2
+        elif name == 'rate':
+            arguments[name] = 0.01
+        elif name == 'multipliers':
+            arguments[name] = {'kernel': 0.5}
         elif name in TABLEAU and cls.a is None:
             if name in ('a', 'b') or issubclass(cls, kol.AdaptiveRungeKutta):
                 arguments[name] = TABLEAU[name]
     return arguments
+
+
+# Arguments holding regular expressions searched in parameter names.
+PATTERNS = ('exclude', 'include', 'exclude_from_weight_decay', 'exclude_from_layer_adaptation',
+            'skip_list')
 
 
 def other_values(cls, name, default):
@@ -67,6 +76,10 @@ def other_values(cls, name, default):
         return [not default]
     if name == 'model_updates':
         return [choice for choice in cls.MODEL_UPDATES if choice != default]
+    if name in PATTERNS:  # regular expressions on the parameter names (which they must match)
+        return [['kernel'], ['bias']]
+    if name == 'multipliers':
+        return [{'bias': 2.}]
     if isinstance(default, int) and not isinstance(default, bool):
         return [default + 1]
     if default is None:

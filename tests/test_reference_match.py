@@ -11,6 +11,7 @@ import keras_opt_legacy as kol
 import catalog
 import problems
 import reference
+import reference_rules
 
 STEPS = 30
 
@@ -47,10 +48,18 @@ def test_follows_numpy_reference(case):
     constrained = options.pop('constraint', False)
     model = problems.mlp(kernel_constraint=keras.constraints.NonNeg() if constrained else None)
     model.compile(catalog.make(name, options), 'mse')
-    ref = catalog.entry(name).reference(constraint=None, **{
-        key: value for key, value in options.items() if key != 'fused'})
+    reference_class = catalog.entry(name).reference
+    arguments = {key: value for key, value in options.items() if key != 'fused'}
+    if issubclass(reference_class, (reference.Decoupled, reference_rules.NamedReference)):
+        arguments['names'] = [w.name for w in model.trainable_weights]
+    ref = reference_class(constraint=None, **arguments)
     weights = [w.astype(np.float64) for w in problems.initial_weights()]
     batch_of = problems.batches(*problems.data())
+    # The output kernel (weights[2]) carries the NonNeg constraint. Decoupled weight decay is
+    # subtracted after the constrained step: the reference applies it where the step ends.
+    decoupled = isinstance(ref, reference.Decoupled)
+    if constrained and decoupled:
+        ref.constraints = {2: non_negative}
 
     moved = 0.
     for i in range(STEPS):
@@ -59,7 +68,7 @@ def test_follows_numpy_reference(case):
         grads = problems.numpy_gradients(weights, x, y)
         before = problems.flat(weights)
         ref.step(weights, grads)
-        if constrained:  # the output kernel (weights[2]) carries the NonNeg constraint
+        if constrained and not decoupled:
             weights[2][...] = non_negative(weights[2])
         moved += np.abs(problems.flat(weights) - before).sum()
         np.testing.assert_allclose(problems.flat(model.get_weights()), problems.flat(weights),
