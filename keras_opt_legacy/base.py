@@ -75,12 +75,19 @@ def clip_gradients(grads, clipnorm=None, clipvalue=None):
     """Keras 2.2.4's clipping: global-norm clipping, then element-wise clipping.
 
     The norm is one `add_n`, not Keras's chain of additions: grappler may rewrite a chain with an
-    input order that varies between processes (it did for Ftrl's update; see optimizers.Ftrl)."""
+    input order that varies between processes (it did for Ftrl's update; see optimizers.Ftrl).
+    A sparse gradient (IndexedSlices) is clipped as its dense form would be: its duplicate
+    indices summed first, never densified."""
+    if not (clipnorm or clipvalue):
+        return grads
+    grads = [ops.deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     if clipnorm:
-        norm = K.sqrt(tf.add_n([K.sum(K.square(g)) for g in grads]))
+        norm = K.sqrt(tf.add_n([K.sum(K.square(getattr(g, 'values', g))) for g in grads]))
         grads = [keras_optimizers.clip_norm(g, clipnorm, norm) for g in grads]
     if clipvalue:
-        grads = [K.clip(g, -clipvalue, clipvalue) for g in grads]
+        grads = [tf.IndexedSlices(K.clip(g.values, -clipvalue, clipvalue), g.indices,
+                                  g.dense_shape) if isinstance(g, tf.IndexedSlices)
+                 else K.clip(g, -clipvalue, clipvalue) for g in grads]
     return grads
 
 
@@ -454,9 +461,17 @@ class Optimizer(OptimizerBase):
 
     lr_check = checks.NON_NEGATIVE  # what a constant learning rate must be
     takes_rate_factors = True  # each parameter's step values are built with its own rate
+    # Whether `_apply` works row by row (element-wise, given per-step scalars): then a sparse
+    # gradient can update the touched rows only (`lazy=True`, or exactly where rows without
+    # gradient do not move: `_sparse_is_exact`). Rules with norms or means say False.
+    row_wise = True
 
     def __init__(self, lr=None, decay=0., fused=True, **kwargs):
         learning_rate = kwargs.pop('learning_rate', _MISSING)
+        lazy = checks.flag('lazy', kwargs.pop('lazy', False))
+        if lazy and not self.row_wise:
+            raise ValueError('%s cannot update lazily: its step is not computed row by row (it '
+                             'takes norms or means over the parameter)' % label(type(self)))
         allowed = {'clipnorm', 'clipvalue'}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
@@ -486,6 +501,9 @@ class Optimizer(OptimizerBase):
         # Use TF's fused kernel where its arithmetic and state are the Keras formula's.
         self.fused = fused
         self._config['fused'] = 'fused'
+        self.lazy = lazy
+        if lazy:  # in the config only when set: older configs stay as they were
+            self._config['lazy'] = 'lazy'
 
     def _resolve_learning_rate(self, lr, learning_rate):
         """Accept `lr=` (Keras 2.2) or `learning_rate=` (Keras 2.3, tf.keras), not both: a given
@@ -657,8 +675,13 @@ class Optimizer(OptimizerBase):
         kernels = self.fused and self._kernel_is_current() and not ops.keras_update_patched()
         updates = []
         for p, g in zip(params, grads):
-            fusable = kernels and getattr(p, 'constraint', None) is None and \
-                isinstance(g, tf.Tensor)
+            if isinstance(g, tf.IndexedSlices):  # an embedding's: the rows its batch looked up
+                rows = self._sparse_update(p, g, self._slots[p], step_of(p))
+                if rows is not None:
+                    updates.extend(rows)
+                    continue
+                g = tf.convert_to_tensor(g)  # once: then the kernel or the in-place formula
+            fusable = kernels and getattr(p, 'constraint', None) is None
             fused = self._fused(p, g, self._slots[p], step_of(p)) if fusable else None
             if fused is None:
                 fused = self._assign_all(self._apply(p, g, self._slots[p], step_of(p)), p)
@@ -666,6 +689,39 @@ class Optimizer(OptimizerBase):
         with tf.control_dependencies(ops.graph_elements(updates)):
             final = self._assign_all(self._final_updates(step))
         return updates + final + [ops.count_after(self.iterations, updates + final)]
+
+    def _sparse_is_exact(self):
+        """Whether rows without gradient stay as they are in this rule's dense step (plain SGD,
+        Adagrad): then a sparse gradient updates only the touched rows, exactly."""
+        return False
+
+    def _sparse_update(self, p, g, slots, step):
+        """The ops of the step of `p` on the rows of its sparse gradient `g` (IndexedSlices),
+        or None to take the dense step (the gradient densified once).
+
+        Rows only where that is exact (`_sparse_is_exact`) or asked for (`lazy=True`: the
+        touched rows' state and weights move, tf.contrib's LazyAdamOptimizer semantics); not
+        for a constrained parameter (its constraint sees the whole tensor) nor while a client
+        intercepts `K.update`. The rule's own `_apply` computes the rows: gathered, stepped,
+        scattered back (duplicate indices summed first, as the dense gradient sums them)."""
+        if not (self.row_wise and (self.lazy or self._sparse_is_exact())) or \
+                getattr(p, 'constraint', None) is not None or ops.keras_update_patched():
+            return None
+        values, indices = ops.deduplicate(g)
+        if self.fused and self._kernel_is_current():
+            kernel = self._fused_rows(p, values, indices, slots, step)
+            if kernel is not None:
+                return [kernel]
+        rows = {name: tf.gather(slot, indices) for name, slot in slots.items()}
+        p_rows = tf.gather(p, indices)
+        owners = dict([(id(p_rows), p)] + [(id(rows[name]), slots[name]) for name in rows])
+        changes = self._apply(p_rows, values, rows, step)
+        return ops.scatter_all([(owners[id(r)], ops.new_value(r, x)) for r, x in changes],
+                               indices)
+
+    def _fused_rows(self, p, values, indices, slots, step):
+        """A TF sparse kernel for the rows (deduplicated `indices`), or None."""
+        return None
 
     def _create_state(self, params):
         """Create the slots of `params` once and list all state in `weights`.

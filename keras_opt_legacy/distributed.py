@@ -48,6 +48,11 @@ class DistributedOptimizer(Wrapper):
     optimizers (Heun, RK4, ...) work too, with `opt.inject(model)`: each stage reduces the
     gradient it evaluates.
 
+    A sparse gradient (an Embedding's IndexedSlices) is combined by an allgather of the rows
+    each worker touched (Horovod's way; the optimizer then sees a sparse gradient: see the
+    package's sparse updates); `sparse_as_dense=True` densifies it first and allreduces the
+    table instead (cheaper when most rows are touched).
+
     `weights` is kept in a variable (`opt.worker_weight`, settable with `K.set_value`).
     `iterations` counts batches (a multi-stage optimizer counts them itself: this one stays 0).
     Every worker must run the same number of batches and take the same decisions: a wrapper
@@ -58,13 +63,16 @@ class DistributedOptimizer(Wrapper):
 
     wraps_inject = True
 
-    def __init__(self, optimizer, backward_passes_per_step=1, average=True, weights=None):
+    def __init__(self, optimizer, backward_passes_per_step=1, average=True, weights=None,
+                 sparse_as_dense=False):
         backward_passes_per_step = checks.positive_integer('backward_passes_per_step',
                                                            backward_passes_per_step)
         average = checks.flag('average', average)
         weights = None if weights is None else checks.checked_number('weights', weights)
+        sparse_as_dense = checks.flag('sparse_as_dense', sparse_as_dense)
         super(DistributedOptimizer, self).__init__(optimizer)
         self.backward_passes_per_step, self.average = backward_passes_per_step, average
+        self.sparse_as_dense = sparse_as_dense
         self.worker_weight = None
         if weights is not None:
             with tf.name_scope(self._scope):
@@ -85,6 +93,8 @@ class DistributedOptimizer(Wrapper):
 
     def reduce(self, grads):
         """The gradients `grads` of this worker combined with all the others'."""
+        if self.sparse_as_dense:
+            grads = [tf.convert_to_tensor(g) for g in grads]
         if self.worker_weight is None:
             op = hvd.Average if self.average else hvd.Sum
             return [hvd.allreduce(g, op=op) for g in grads]
@@ -141,7 +151,7 @@ class DistributedOptimizer(Wrapper):
     def get_config(self):
         config = super(DistributedOptimizer, self).get_config()
         config.update(backward_passes_per_step=self.backward_passes_per_step,
-                      average=self.average,
+                      average=self.average, sparse_as_dense=self.sparse_as_dense,
                       weights=None if self.worker_weight is None else
                       float(K.get_value(self.worker_weight)))
         return config

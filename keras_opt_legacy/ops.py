@@ -155,6 +155,27 @@ def average_in_place(variable, decay, x):
     return descend(variable, -(1. - decay), x, after=[_update(variable, decay * variable)])
 
 
+def deduplicate(g):
+    """`(values, indices)` of the IndexedSlices `g` with each index once, the values of a
+    repeated index summed (as its dense form sums them: the same segment sum)."""
+    indices, positions = tf.unique(g.indices)
+    values = tf.unsorted_segment_sum(g.values, positions, tf.shape(indices)[0])
+    return values, indices
+
+
+def deduplicated(g):
+    """The IndexedSlices `g` with each index once (see `deduplicate`)."""
+    values, indices = deduplicate(g)
+    return tf.IndexedSlices(values, indices, g.dense_shape)
+
+
+def scatter_all(updates, indices):
+    """The ops writing `updates` -- `[(variable, new rows)]`, rows at `indices` (unique) -- once
+    every new value is computed (the rows of a variable may be read for another's value)."""
+    values = after_all([x for _, x in updates])
+    return [tf.scatter_update(v, indices, x) for (v, _), x in zip(updates, values)]
+
+
 def constrained(p, value):
     """`value` for the parameter `p`, within `p`'s constraint if it has one."""
     constraint = getattr(p, 'constraint', None)

@@ -47,6 +47,13 @@ class SGD(Optimizer):
         # (p + momentum*v) - lr*g, as the formula rounds it.
         return [descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
 
+    def _sparse_is_exact(self):
+        return not self.slot_names  # without momentum, rows without gradient stay put
+
+    def _fused_rows(self, p, values, indices, slots, step):
+        if not slots:  # p - lr*g on the rows: the dense kernel's arithmetic (g*lr)
+            return tf.scatter_sub(p, indices, step.lr * values)
+
     def _apply(self, p, g, slots, step):
         if 'moment' not in slots:
             return [(p, minus(step.lr * g))]
@@ -101,6 +108,14 @@ class Adagrad(Optimizer):
         apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)  # has epsilon
         if apply_adagrad_v2 is not None:
             return apply_adagrad_v2(p, slots['accumulator'], step.lr, self.epsilon, g)
+
+    def _sparse_is_exact(self):
+        return True  # a row without gradient: a += 0, p -= 0
+
+    def _fused_rows(self, p, values, indices, slots, step):
+        kernel = getattr(fused_kernels(), 'sparse_apply_adagrad_v2', None)  # TF 1.15
+        if kernel is not None:
+            return kernel(p, slots['accumulator'], step.lr, self.epsilon, values, indices)
 
     def _apply(self, p, g, slots, step):
         a = slots['accumulator']

@@ -102,6 +102,7 @@ class LAMB(_Named, AdamBase):
     slot_names = ('m', 'v')
     non_negative_slots = ('v',)
     _reads_parameters = True  # the decay and the trust ratio read p
+    row_wise = False  # norms over the parameter
     _patterns = ('exclude_from_weight_decay', 'exclude_from_layer_adaptation')
 
     def __init__(self, lr=DefaultRate(0.001), beta_1=0.9, beta_2=0.999, epsilon=1e-6,
@@ -142,6 +143,7 @@ class LARS(Optimizer):
 
     slot_names = ('momentum',)
     _reads_parameters = True  # the trust ratio and the decay read w
+    row_wise = False  # norms over the parameter
 
     def __init__(self, lr=DefaultRate(0.01), momentum=0.9, weight_decay=1e-4, eeta=1e-3,
                  epsilon=0., skip_list=None, nesterov=False, decay=0., **kwargs):
@@ -216,6 +218,7 @@ class Adafactor(Optimizer):
 
     slot_names = ('vr', 'vc', 'v', 'm')
     non_negative_slots = ('vr', 'vc', 'v')
+    row_wise = False  # means over rows and columns, RMS over the parameter
 
     def __init__(self, lr=None, beta_1=0., clipping_threshold=1., factored=True,
                  multiply_by_parameter_scale=True, min_dim_size_to_factor=0,

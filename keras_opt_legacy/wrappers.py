@@ -160,13 +160,22 @@ class GradientAccumulation(Wrapper):
                                                for a in accumulators]))
 
         def accumulate():  # in place: a + g without a temporary or a copy (update_ops' `plus`)
-            return tf.group(*[K.update_add(a, g) for a, g in zip(accumulators, grads)])
+            return tf.group(*[_add_in_place(a, g) for a, g in zip(accumulators, grads)])
 
         def build():
             step = tf.cond(applies, update, accumulate)
             return [step, ops.count_after(self.iterations, [step])]
         return PreparedStep(build, applies=applies)
 
+
+
+def _add_in_place(variable, g):
+    """`variable += g`; a sparse `g` (IndexedSlices) on its rows only, duplicates summed first
+    (so the sum is the dense one's, bit for bit)."""
+    if isinstance(g, tf.IndexedSlices):
+        values, indices = ops.deduplicate(g)
+        return tf.scatter_add(variable, indices, values)
+    return K.update_add(variable, g)
 
 
 @register
