@@ -227,6 +227,7 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
 # and HDF5 layout the package writes, is the same under every version).
 MATRIX_DESELECT ?= tests/test_hardening.py::test_a_thousand_tensor_model_saves_loads_and_resumes
 
+# KOL_MATRIX=1: one option set per class and kind of tests/catalog.py (see catalog.MATRIX).
 # MATRIX_TESTS in each combination, MATRIX_JOBS at a time (2 runs share 2 cores well: see
 # README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
 # and back. A summary line per combination at the end; any failure fails the target.
@@ -242,7 +243,7 @@ test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
 # written, so the other runs go on).
 matrix-run-%:
 	@echo "== $* started"; start=$$(date +%s); \
-	KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest $(MATRIX_TESTS) \
+	KOL_MATRIX=1 KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest $(MATRIX_TESTS) \
 	  --ignore=tests/test_docker.py $(MATRIX_DESELECT:%=--deselect %) -q -p no:cacheprovider \
 	  $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
 	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
