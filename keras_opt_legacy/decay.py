@@ -149,6 +149,19 @@ class DecoupledDecay(object):
                 'scale_by_lr': self.scale_by_lr}
 
 
+class Decays(object):
+    """What an optimizer with a `decay_term` (DecoupledDecay) shows of it, once its train
+    function is built: the decayed parameters and their names."""
+
+    @property
+    def decayed_params(self):
+        return list(self.decay_term.params)
+
+    @property
+    def decayed_names(self):
+        return [p.name for p in self.decay_term.params]
+
+
 def deserialize_rate(rate):
     return deserialize_schedule(rate) if isinstance(rate, dict) else rate
 

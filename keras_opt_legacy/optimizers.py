@@ -16,7 +16,7 @@ from keras import backend as K
 from .base import Optimizer, Step, register
 from .checks import CLOSED_UNIT_INTERVAL, NON_POSITIVE, POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
-from .decay import DecoupledDecay, deserialize_rate
+from .decay import DecoupledDecay, Decays, deserialize_rate
 from .ops import average_in_place, descend, minus, plus, read_after
 
 
@@ -348,7 +348,7 @@ class Ftrl(Optimizer):
 
 # ---- with decoupled weight decay ---------------------------------------------------------------
 
-class DecoupledWeightDecay(object):
+class DecoupledWeightDecay(Decays):
     """Decoupled weight decay built into a rule (`AdamW`, `SGDW`, `NadamW`): the same ops as
     `WeightDecay(rule, weight_decay, exclude=exclude_from_weight_decay, scale_by_lr=...)`, so
     the same results bitwise, with the rule's own `iterations` as the decay schedule's step.
@@ -358,14 +358,6 @@ class DecoupledWeightDecay(object):
     def _init_weight_decay(self, weight_decay, exclude_from_weight_decay, scale_by_lr):
         self.decay_term = DecoupledDecay(weight_decay, exclude_from_weight_decay,
                                          scale_by_lr=scale_by_lr, name='weight_decay')
-
-    @property
-    def decayed_params(self):
-        return list(self.decay_term.params)
-
-    @property
-    def decayed_names(self):
-        return [p.name for p in self.decay_term.params]
 
     def prepare_step(self, grads, params, rate_factors=None):
         self.decay_term.select(params)  # an unmatched pattern fails here, before any state

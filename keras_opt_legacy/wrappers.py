@@ -14,7 +14,7 @@ from keras import backend as K
 from keras import optimizers as keras_optimizers
 
 from . import builtin, checks, compat, ops
-from .decay import DecoupledDecay, check_all_match, deserialize_rate, patterns
+from .decay import DecoupledDecay, Decays, check_all_match, deserialize_rate, patterns
 from .base import OptimizerBase, PreparedStep, label, register, resolve_gradients
 
 
@@ -291,7 +291,7 @@ class SkipNonFinite(Wrapper):
 
 
 @register
-class WeightDecay(Wrapper):
+class WeightDecay(Decays, Wrapper):
     """Decoupled weight decay (Loshchilov & Hutter 2019) over any optimizer: after each real
     update, `p <- inner_step(p) - f * rate * p_old` for every decayed parameter, `p_old` its value
     before the step, `f` the update's learning rate (`scale_by_lr=True`, the convention of
@@ -317,14 +317,6 @@ class WeightDecay(Wrapper):
         term = DecoupledDecay(rate, exclude, include, scale_by_lr)
         super(WeightDecay, self).__init__(optimizer)
         self.decay_term = term
-
-    @property
-    def decayed_params(self):
-        return list(self.decay_term.params)
-
-    @property
-    def decayed_names(self):
-        return [p.name for p in self.decay_term.params]
 
     def prepare_step(self, grads, params, rate_factors=None):
         self.decay_term.select(params)  # an unmatched pattern fails here, before any state exists
