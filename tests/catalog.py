@@ -61,7 +61,8 @@ KINDS = {
     'keras': 'options Keras\'s built-in takes too; test_keras_and_tf (same trajectory)',
     'keras-checkpoint': 'test_state: a checkpoint of Keras\'s built-in loads into ours',
     'accumulation': 'test_wrappers: accumulating ours and Keras\'s equals the large batch',
-    'resume': 'test_state: exact resume in a fresh process (wrappers, inject optimizers)',
+    'resume': 'test_state: exact resume in a fresh process (wrappers, inject optimizers, the '
+              'rules of issue 18)',
     'cross-version': 'test_cross_version: a checkpoint resumes in another Keras/TF/Python',
 }
 
@@ -367,7 +368,7 @@ NEW_RULES = [
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference'),
              use({'lr': 0.01, 'weight_decay_rate': 0.1, 'exclude_from_weight_decay': ['bias']},
-                 'reference', id='decay-biases-excluded'),
+                 'reference', 'resume', id='decay-biases-excluded'),
              use({'lr': 0.01, 'weight_decay_rate': 0.1,
                   'exclude_from_layer_adaptation': ['dense_1/']}, 'reference',
                  id='decay-first-layer-not-adapted'),
@@ -382,7 +383,7 @@ NEW_RULES = [
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 5.}, 'reference'),
-             use({'lr': 5., 'nesterov': True, 'weight_decay': 0.01}, 'reference'),
+             use({'lr': 5., 'nesterov': True, 'weight_decay': 0.01}, 'reference', 'resume'),
              use({'lr': 0.1, 'eeta': 0.05, 'skip_list': ['bias']}, 'reference',
                  id='biases-skipped'),
              use({'lr': 5., 'decay': 0.05}, 'determinism'),
@@ -412,7 +413,7 @@ NEW_RULES = [
              use({'amsbound': True}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference'),
              use({'lr': 0.01, 'amsbound': True, 'final_lr': 0.05, 'gamma': 0.1}, 'reference',
-                 id='amsbound-bounds-bite'),
+                 'resume', id='amsbound-bounds-bite'),
              use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
              use(dict(lr=0.02, final_lr=0.05, beta_1=0.8, beta_2=0.99, gamma=0.01, epsilon=1e-4,
                       amsbound=True, decay=0.1), 'config', id='non-default'),
@@ -423,7 +424,8 @@ NEW_RULES = [
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference'),
-             use({'lr': 0.01, 'beta_2': 0.9, 'initial_accumulator_value': 0.1}, 'reference'),
+             use({'lr': 0.01, 'beta_2': 0.9, 'initial_accumulator_value': 0.1}, 'reference',
+                 'resume'),
              use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
              use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-2,
                       initial_accumulator_value=0.01, decay=0.1), 'config', id='non-default'),
@@ -434,7 +436,7 @@ NEW_RULES = [
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference'),
-             use({'lr': 0.01, 'rectify': True}, 'reference'),
+             use({'lr': 0.01, 'rectify': True}, 'reference', 'resume'),
              use({'lr': 0.01, 'epsilon': 1e-8}, 'reference'),
              use({'lr': 0.01, 'decay': 0.05, 'rectify': True}, 'determinism'),
              use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-10, rectify=True, decay=0.1),
@@ -445,7 +447,7 @@ NEW_RULES = [
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.002}, 'reference'),
-             use({'lr': 0.002, 'weight_decay': 0.5}, 'reference'),
+             use({'lr': 0.002, 'weight_decay': 0.5}, 'reference', 'resume'),
              use({'lr': 0.002, 'beta_1': 0.5, 'beta_2': 0.9}, 'reference'),
              use({'lr': 0.002, 'decay': 0.05, 'weight_decay': 0.1}, 'determinism'),
              use(dict(lr=0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05, decay=0.1), 'config',
