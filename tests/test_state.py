@@ -265,8 +265,7 @@ def check_fresh_process_resume(tmp_path, make, steps=N):
 
 @pytest.mark.parametrize('entry, options', catalog.cases('resume'))
 def test_every_wrapper_inject_optimizer_and_new_rule_resumes_exactly_in_a_fresh_process(
-        tmp_path, entry,
-                                                                               options):
+        tmp_path, entry, options):
     check_fresh_process_resume(tmp_path, lambda: catalog.make(entry, options),
                                steps=7)  # 7 batches: mid-cycle
 
