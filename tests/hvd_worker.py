@@ -25,6 +25,7 @@ from keras import backend as K  # noqa: E402
 
 import keras_opt_legacy as kol  # noqa: E402
 from keras_opt_legacy import compat, distributed  # noqa: E402
+from keras_opt_legacy.averaging import Averaging  # noqa: E402
 from keras_opt_legacy.builtin import state as state_of  # noqa: E402
 import problems  # noqa: E402
 
@@ -61,7 +62,27 @@ CONFIGS = {
         kol.LearningRateMultipliers(kol.Adam(lr=0.01), MULTIPLIERS)), 1),
     'multipliers_around_distributed_adam': lambda: (kol.LearningRateMultipliers(
         distributed.DistributedOptimizer(kol.Adam(lr=0.01)), MULTIPLIERS), 1),
+    # Weight averages (issue 17) around and inside the distributed optimizer, and over an
+    # accumulation reduced once per update: the averages follow the combined updates.
+    'ema_around_distributed_adam': lambda: (kol.ExponentialMovingAverage(
+        distributed.DistributedOptimizer(kol.Adam(lr=0.01)), decay=0.8, dynamic_decay=True), 1),
+    'distributed_ema_adam': lambda: (distributed.DistributedOptimizer(
+        kol.ExponentialMovingAverage(kol.Adam(lr=0.01), decay=0.8)), 1),
+    'swa_around_distributed_accumulation_adam': lambda: (kol.StochasticWeightAveraging(
+        distributed.DistributedOptimizer(kol.GradientAccumulation(kol.Adam(lr=0.01), STEPS)),
+        start=2, period=2), STEPS),
 }
+
+
+def averages_of(optimizer):
+    """The flat values of every weight average (ExponentialMovingAverage,
+    StochasticWeightAveraging) in `optimizer`'s chain, outermost first; None if there is none."""
+    found = []
+    while optimizer is not None:
+        if isinstance(optimizer, Averaging):
+            found.append(problems.flat(optimizer.average_values()))
+        optimizer = getattr(optimizer, 'optimizer', None)
+    return np.concatenate(found) if found else None
 
 
 def split(batch, size, config):
@@ -93,16 +114,18 @@ def train(out):
         distributed.broadcast_state(model)
         timeline = os.path.join(out, name + '.timeline.json')
         distributed.hvd.start_timeline(timeline)
-        weights, states = [], []
+        weights, states, averages = [], [], []
         for batch in range(UPDATES * per_update):
             model.train_on_batch(*split(batch, BATCH, name))
             if (batch + 1) % per_update == 0:
                 w, s = snapshot(model)
                 weights.append(w)
                 states.append(s)
+                averages.append(averages_of(model.optimizer))
         distributed.hvd.stop_timeline()
+        extra = {} if averages[0] is None else {'averages': np.array(averages)}
         np.savez(os.path.join(out, '%s-rank%d.npz' % (name, distributed.rank())),
-                 weights=np.array(weights), states=np.array(states))
+                 weights=np.array(weights), states=np.array(states), **extra)
 
 
 class KillAt(keras.callbacks.Callback):

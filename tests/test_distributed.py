@@ -62,9 +62,9 @@ def trained(tmp_path_factory):
                         for rank in (0, 1)] for name in worker.CONFIGS}
 
 
-def single_worker(name):
+def single_worker(name, averages=False):
     """The same configuration's inner optimizer on one process, whole batches of 64: the
-    weights after each update."""
+    weights after each update (with `averages`: and the weight averages' values)."""
     optimizer = {
         'sgd': lambda: kol.SGD(lr=0.1),
         'weighted_sgd': lambda: kol.SGD(lr=0.1),
@@ -81,16 +81,26 @@ def single_worker(name):
                                                                 worker.MULTIPLIERS),
         'multipliers_around_distributed_adam': lambda: kol.LearningRateMultipliers(
             kol.Adam(lr=0.01), worker.MULTIPLIERS),
+        'ema_around_distributed_adam': lambda: kol.ExponentialMovingAverage(
+            kol.Adam(lr=0.01), decay=0.8, dynamic_decay=True),
+        'distributed_ema_adam': lambda: kol.ExponentialMovingAverage(kol.Adam(lr=0.01),
+                                                                     decay=0.8),
+        'swa_around_distributed_accumulation_adam': lambda: kol.StochasticWeightAveraging(
+            kol.GradientAccumulation(kol.Adam(lr=0.01), worker.STEPS), start=2, period=2),
     }[name]()
-    per_update = getattr(optimizer, 'steps', 1)
+    per_update, inside = 1, optimizer
+    while inside is not None:  # an accumulation, maybe inside an average
+        per_update = getattr(inside, 'steps', per_update)
+        inside = getattr(inside, 'optimizer', None)
     model = problems.compiled(optimizer)
-    weights = []
+    weights, averaged = [], []
     for batch in range(worker.UPDATES * per_update):
         part = slice(batch * worker.BATCH, (batch + 1) * worker.BATCH)
         model.train_on_batch(worker.X[part], worker.Y[part])
         if (batch + 1) % per_update == 0:
             weights.append(problems.flat(model.get_weights()))
-    return np.array(weights)
+            averaged.append(worker.averages_of(model.optimizer))
+    return (np.array(weights), np.array(averaged)) if averages else np.array(weights)
 
 
 SYNCHRONOUS = sorted(set(worker.CONFIGS) - {'periodic_sgd'})
@@ -106,6 +116,23 @@ def test_workers_stay_identical_and_equal_one_worker_on_the_whole_batch(trained,
     assert np.abs(alone[-1] - alone[0]).max() > 1e-2  # it trains
     difference = np.abs(rank0['weights'] - alone).max()
     print('%s: 2 workers vs 1 on the whole batch: max |diff| %.2e' % (name, difference))
+    assert difference <= 1e-5
+
+
+AVERAGING = ['distributed_ema_adam', 'ema_around_distributed_adam',
+             'swa_around_distributed_accumulation_adam']
+
+
+@pytest.mark.parametrize('name', AVERAGING)
+def test_weight_averages_are_identical_on_every_worker_and_equal_one_worker(trained, name):
+    """The averages (also in `states`, broadcast from rank 0 at the start) are the same on both
+    workers after every update, and those of one worker on the whole batch."""
+    rank0, rank1 = trained[1][name]
+    np.testing.assert_array_equal(rank0['averages'], rank1['averages'])
+    weights, averages = single_worker(name, averages=True)
+    assert np.abs(averages - weights).max() > 1e-3  # an average, not the parameters
+    difference = np.abs(rank0['averages'] - averages).max()
+    print('%s: averages, 2 workers vs 1 on the whole batch: max |diff| %.2e' % (name, difference))
     assert difference <= 1e-5
 
 
@@ -138,7 +165,8 @@ def allreduce_counts(timeline):
     ('backward_passes_adam', worker.STEPS, 1), ('accumulation_keras_adam', worker.STEPS, 1),
     ('heun', 1, 2), ('weighted_sgd', 1, 1), ('horovod_keras_adam', 1, 1),
     ('horovod_keras_heun', 1, 2), ('multipliers_adam', 1, 1),
-    ('multipliers_around_distributed_adam', 1, 1)])
+    ('multipliers_around_distributed_adam', 1, 1), ('ema_around_distributed_adam', 1, 1),
+    ('distributed_ema_adam', 1, 1), ('swa_around_distributed_accumulation_adam', worker.STEPS, 1)])
 def test_allreduce_runs_once_per_update(trained, name, per_update, per_batch):
     """Each gradient (and the weight, if weighted) is allreduced once per update: not on every
     batch of an accumulation; Heun's two stages each reduce the gradient they evaluate."""
