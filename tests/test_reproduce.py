@@ -138,6 +138,38 @@ def test_weight_decay_without_bert4keras_compares_with_numpy_only(digits, out, m
         'ours vs NumPy', 'ours vs NumPy decaying the biases too']
 
 
+def test_new_rules_state_table_plots_and_the_verdict_flips(digits, out):
+    """Every rule of issue 18 (and Adam, SGD) at its default rate; Adafactor's state is n + m per
+    kernel plus its vectors: (64 + 32) + 32 + (32 + 10) + 10 = 180 numbers on the digits
+    classifier, Adam's 2 per parameter. An unfactored Adafactor, or one that does not train,
+    flips the verdict."""
+    result = experiments.EXPERIMENTS['new_rules'](digits, out, True)
+    assert result.verdict is True
+    per_rule = result.measured['per rule']
+    assert list(per_rule) == ['SGD', 'Adam', 'RAdam', 'LAMB', 'LARS', 'Adafactor', 'AdaBound',
+                              'Yogi', 'AdaBelief', 'Lion']
+    parameters = 64 * 32 + 32 + 32 * 10 + 10
+    states = {name: r['state numbers'] for name, r in per_rule.items()}
+    assert states == dict(SGD=0, Adam=2 * parameters, RAdam=2 * parameters, LAMB=2 * parameters,
+                          LARS=parameters, Adafactor=180, AdaBound=2 * parameters,
+                          Yogi=2 * parameters, AdaBelief=2 * parameters, Lion=parameters)
+    assert per_rule['Adafactor']['default lr'] is None
+    assert per_rule['Adafactor']['halves the loss'] and per_rule['Adam']['halves the loss']
+    assert all(np.isfinite(r['final loss']) for r in per_rule.values())
+    assert [row[0] for row in result.measured['table']['rows']] == list(per_rule)
+    assert sorted(result.plots) == ['new_rules.png', 'new_rules_state.png']
+    for plot in result.plots:
+        assert os.path.getsize(out.path(plot)) > 10000
+    report.write(out, [result], {'new_rules': 1.}, dict(data='digits', tensorflow='1', keras='2',
+                                                         python='3', mode='quick'))
+    text = open(out.path('report.md')).read()
+    assert '| optimizer | default lr |' in text and '| Adafactor | None (relative step) |' in text
+    for broken in (lambda: kol.Adafactor(factored=False), lambda: kol.Adafactor(lr=0.)):
+        K.clear_session()
+        assert experiments.EXPERIMENTS['new_rules'](
+            digits, out, True, adafactor=broken, only=('Adam', 'Adafactor')).verdict is False
+
+
 def test_the_command_writes_table_report_json_and_plots(tmp_path):
     out = str(tmp_path / 'results')
     x = np.random.RandomState(0).rand(300, 8, 8).astype('float32')

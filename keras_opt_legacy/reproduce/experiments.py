@@ -633,6 +633,114 @@ def weight_decay(data, out, quick, wrapper=kol.WeightDecay, adam=kol.Adam,
                   plots)
 
 
+# ---- the rules of issue 18 at their default rates ----------------------------------------------
+
+def state_size(optimizer):
+    """The numbers an optimizer keeps: the sizes of `optimizer.weights`, the step counter left
+    out."""
+    return sum(int(np.prod(K.int_shape(w))) for w in optimizer.weights
+               if w is not optimizer.iterations)
+
+
+def factored_size(shapes):
+    """Adafactor's memory claim for parameters of `shapes`: n + m numbers for an n x m matrix (per
+    leading index of a higher-rank one: its last two dimensions are factored), a vector's size
+    for a vector."""
+    return sum(int(np.prod(shape[:-2])) * (shape[-2] + shape[-1]) if len(shape) >= 2
+               else int(np.prod(shape)) for shape in shapes)
+
+
+NEW_RULES = ('RAdam', 'LAMB', 'LARS', 'Adafactor', 'AdaBound', 'Yogi', 'AdaBelief', 'Lion')
+
+
+def new_rules(data, out, quick, adafactor=kol.Adafactor, only=None):
+    """10. The rules of issue 18 (RAdam, LAMB, LARS, Adafactor, AdaBound, Yogi, AdaBelief, Lion),
+    with Adam and SGD for scale, each built with its defaults (Adafactor: lr=None, its relative
+    step), train the digits classifier; the state each keeps is measured. Adafactor's memory
+    claim (Shazeer & Stern 2018): an n x m kernel keeps n + m second-moment numbers where Adam
+    keeps 2nm, and it still trains.
+
+    All runs start from the same weights and see the same batches (32, in order); the loss is
+    measured on all the data every few steps. State: the sizes of `optimizer.weights` less the
+    step counter. The verdict is on Adafactor's claim (its state is exactly n + m per kernel plus
+    its vectors, and it halves the initial loss); for every rule the table says whether it
+    halved the loss at its default rate. `only`: a subset of the optimizers' names (Adam and
+    Adafactor among them), for tests."""
+    steps, every, size = (300, 25, 32) if quick else (1200, 25, 32)
+    makers = collections.OrderedDict(
+        [('SGD', kol.SGD), ('Adam', kol.Adam)] +
+        [(name, adafactor if name == 'Adafactor' else getattr(kol, name)) for name in NEW_RULES])
+    if only is not None:
+        makers = collections.OrderedDict((name, make) for name, make in makers.items()
+                                         if name in only)
+    shapes = [w.shape for w in D.initial_weights(data)]
+    curves, per_rule = collections.OrderedDict(), collections.OrderedDict()
+    for name, make in makers.items():
+        K.clear_session()
+        optimizer = make()
+        model = D.model(data, optimizer)
+        points = [(0, full_loss(model, data))]
+
+        def record(i):
+            if (i + 1) % every == 0:
+                points.append((i + 1, full_loss(model, data)))
+        train(model, data, steps, size, every_step=record)
+        config = optimizer.get_config()
+        predicted = model.predict(data.x, batch_size=512).argmax(axis=1)
+        curves[name] = np.array(points)
+        per_rule[name] = {
+            'default lr': config['lr'],
+            'final loss': points[-1][1],
+            'final accuracy': float(np.mean(predicted == data.y.argmax(axis=1))),
+            'state numbers': state_size(optimizer),
+            'state / Adam': None,  # filled below
+            'halves the loss': points[-1][1] < 0.5 * points[0][1]}
+    initial = curves['Adam'][0, 1]
+    adam_state = per_rule['Adam']['state numbers']
+    for row in per_rule.values():
+        row['state / Adam'] = row['state numbers'] / float(adam_state)
+    claimed = factored_size(shapes)
+    factor = per_rule['Adafactor']
+    state_as_claimed = factor['state numbers'] == claimed
+    verdict = state_as_claimed and factor['halves the loss']
+    params = sum(int(np.prod(shape)) for shape in shapes)
+    measured = {
+        'steps': steps, 'batch': size, 'parameters': params,
+        'shapes': [list(shape) for shape in shapes],
+        'initial loss': initial,
+        'Adafactor state claimed (n + m per kernel, vectors in full)': claimed,
+        'Adam state (2 per parameter)': 2 * params,
+        'per rule': per_rule,
+        'loss on all data every %d steps' % (steps // 12): collections.OrderedDict(
+            (name, [round(float(loss), 4) for step, loss in curve if step % (steps // 12) == 0])
+            for name, curve in curves.items()),
+        'table': {
+            'columns': ['optimizer', 'default lr', 'final loss', 'final accuracy',
+                        'state (numbers)', 'state / Adam', 'halves the loss'],
+            'rows': [[name, 'None (relative step)' if r['default lr'] is None else
+                      '%g' % r['default lr'], '%.4f' % r['final loss'],
+                      '%.3f' % r['final accuracy'], '%d' % r['state numbers'],
+                      '%.3f' % r['state / Adam'], 'yes' if r['halves the loss'] else 'no']
+                     for name, r in per_rule.items()]}}
+    plots = [out.plot('new_rules', 'Default rates on %s (batch %d)' % (data.name, size), 'step',
+                      curves, ylabel='loss on all the data', log=True, xy=True),
+             out.bars('new_rules_state', 'Optimizer state per rule (%d parameters)' % params,
+                      collections.OrderedDict((name, r['state numbers'])
+                                              for name, r in per_rule.items()),
+                      ylabel='numbers kept (step counter excluded)')]
+    slow = [name for name, r in per_rule.items() if not r['halves the loss']]
+    summary = ('Adafactor keeps %d numbers (claim n + m per kernel: %d) vs Adam %d (%.1f%%), '
+               'final loss %.3f vs Adam %.3f (from %.3f); %d steps at default rates, final loss: '
+               '%s; not halving the loss: %s' % (
+                   factor['state numbers'], claimed, adam_state, 100. * factor['state / Adam'],
+                   factor['final loss'], per_rule['Adam']['final loss'], initial, steps,
+                   ', '.join('%s %.3f' % (name, r['final loss']) for name, r in per_rule.items()),
+                   ', '.join(slow) or 'none'))
+    return Result('new_rules', 'Adafactor keeps n + m second-moment numbers per n x m kernel '
+                  '(Adam: 2nm) and still trains; every rule of issue 18 at its default rate: loss '
+                  'and state (table)', measured, verdict, summary, plots)
+
+
 EXPERIMENTS = collections.OrderedDict((f.__name__, f) for f in [
     handwritten_sgd, get_updates_once, soft_batch, runge_kutta, reset, weights_round_trip,
-    schedules, weight_decay])
+    schedules, weight_decay, new_rules])

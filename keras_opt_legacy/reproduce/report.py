@@ -59,6 +59,31 @@ class Output(object):
         pyplot.close(figure)
         return filename
 
+    def bars(self, name, title, values, ylabel=None):
+        """Save a bar chart of `values` (label -> number), each bar labelled with its value, as
+        NAME.png."""
+        import matplotlib
+        matplotlib.use('Agg')
+        from matplotlib import pyplot
+
+        figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
+        labels = list(values)
+        heights = [values[label] for label in labels]
+        axes.bar(range(len(labels)), heights, color=['C%d' % (i % 10) for i in range(len(labels))])
+        for x, height in enumerate(heights):
+            axes.annotate('%g' % height, (x, height), ha='center', va='bottom', fontsize=8)
+        axes.set_xticks(range(len(labels)))
+        axes.set_xticklabels(labels, rotation=30, ha='right')
+        axes.set_title(title)
+        if ylabel:
+            axes.set_ylabel(ylabel)
+        axes.grid(True, axis='y', alpha=0.3)
+        figure.tight_layout()
+        filename = name + '.png'
+        figure.savefig(self.path(filename))
+        pyplot.close(figure)
+        return filename
+
 
 def verdict_text(result):
     if result.verdict is None:
@@ -87,11 +112,22 @@ def write(output, results, seconds, meta):
              '%(python)s. Mode: %(mode)s.' % meta, '', '```', table(results, seconds), '```', '']
     for r in results:
         lines += ['## %s: %s' % (r.name, verdict_text(r)), '', '**Claim.** %s' % r.claim, '',
-                  '**Measured.** %s' % r.summary, '', '```json',
+                  '**Measured.** %s' % r.summary, '']
+        if isinstance(r.measured, dict) and 'table' in r.measured:  # {'columns': , 'rows': }
+            lines += [markdown_table(r.measured['table']), '']
+        lines += ['```json',
                   json.dumps(r.measured, indent=2, default=_plain), '```', '']
         lines += ['![%s](%s)' % (plot, plot) for plot in r.plots] + ['']
     with open(output.path('report.md'), 'w') as f:
         f.write('\n'.join(lines))
+
+
+def markdown_table(table):
+    """A Markdown table of {'columns': [...], 'rows': [[...], ...]}."""
+    lines = ['| %s |' % ' | '.join(table['columns']),
+             '|' + '---|' * len(table['columns'])]
+    lines += ['| %s |' % ' | '.join(str(cell) for cell in row) for row in table['rows']]
+    return '\n'.join(lines)
 
 
 def _plain(value):
