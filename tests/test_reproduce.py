@@ -76,6 +76,14 @@ def a_step_late(steps, values):
     return kol.schedules.PiecewiseLinear([s + 1 for s in steps], values)
 
 
+def ema_that_does_not_average(optimizer, decay):
+    return kol.ExponentialMovingAverage(optimizer, decay=0.)  # the raw weights
+
+
+def swa_a_period_late(optimizer, start, period):
+    return kol.StochasticWeightAveraging(optimizer, start=start, period=period + 1)
+
+
 @pytest.mark.parametrize('experiment, broken', [
     ('handwritten_sgd', {'handwritten': TwiceTheRate}),
     ('get_updates_once', {'adagrad': ForgetfulAdagrad}),
@@ -88,6 +96,8 @@ def a_step_late(steps, values):
     ('weight_decay', {'wrapper': decays_the_excluded_too}),
     ('weight_decay', {'wrapper': decay_not_scaled_by_lr}),
     ('weight_decay', {'piecewise_linear': a_step_late}),
+    ('weight_averaging', {'ema': ema_that_does_not_average}),
+    ('weight_averaging', {'swa': swa_a_period_late}),  # still lower, but not the NumPy mean
 ], ids=lambda v: v if isinstance(v, str) else ','.join(v))
 def test_breaking_the_implementation_flips_the_verdict(digits, out, experiment, broken):
     assert verdict(experiment, digits, out) is True

@@ -633,6 +633,124 @@ def weight_decay(data, out, quick, wrapper=kol.WeightDecay, adam=kol.Adam,
                   plots)
 
 
+# ---- weight averaging: EMA (bert4keras's post) and SWA (Izmailov et al. 2018) ----------------
+
+def weight_averaging(data, out, quick, ema=kol.ExponentialMovingAverage,
+                     swa=kol.StochasticWeightAveraging):
+    """9. With a noisy learning rate (SGD at a high constant rate, batch 8), the weights'
+    exponential moving average (bert4keras's EMA post: decay 0.999, starting from the initial
+    weights) and their stochastic weight average (the SWA paper: a constant rate, one model per
+    epoch from half-way) reach a lower validation loss than the raw weights.
+
+    Each run trains SGD wrapped in both, `ema(swa(SGD(lr), start, period), decay)`, so the three
+    weights share one trajectory; every epoch (160 batches) the validation loss is measured on
+    the raw weights and, through `swap_weights`, on each average (the MLP has no BatchNorm: SWA
+    needs no `update_batch_norm` pass). A single run's final raw loss is one draw of a noisy
+    process, so several runs (seeds: initial weights and batch order) are compared, on their
+    final validation loss. The same at half the rate, for contrast; the verdict is on the
+    noisy rate, and also needs the averages of the first run to equal NumPy's (to float32
+    rounding), recomputed from the raw weights recorded after every step."""
+    size, every, decay = 8, 160, 0.999
+    epochs, seeds, contrast_seeds = (6, 3, 1) if quick else (10, 5, 2)
+    start = every * (epochs // 2)  # SWA: the models at the ends of the epochs of the second half
+    order = np.random.RandomState(0).permutation(len(data.x))
+    cut = len(data.x) * 3 // 4
+    validation = order[cut:][:1000]
+    x_val, y_val = data.x[validation], data.y[validation]
+    names = ('raw', 'EMA', 'SWA')
+
+    def run(lr, seed, record=False):
+        K.clear_session()
+        rows = order[:cut][np.random.RandomState(seed).permutation(cut)]
+        training = D.Data(data.name, data.x[rows], data.y[rows])
+        swa_optimizer = swa(kol.SGD(lr), start=start, period=every)
+        optimizer = ema(swa_optimizer, decay=decay)
+        model = D.model(training, weights=D.initial_weights(training, seed=seed))
+        model.compile(optimizer, 'categorical_crossentropy')
+        evaluate = lambda: model.evaluate(x_val, y_val, batch_size=512, verbose=0)  # noqa: E731
+        points = [weights(model).astype(np.float64)]
+        curves = collections.OrderedDict((name, []) for name in names)
+        for epoch in range(epochs):
+            for i in range(epoch * every, (epoch + 1) * every):
+                model.train_on_batch(*D.batch(training, i, size))
+                if record:
+                    points.append(weights(model).astype(np.float64))
+            curves['raw'].append(evaluate())
+            for name, average in (('EMA', optimizer), ('SWA', swa_optimizer)):
+                with average.swap_weights(model):
+                    curves[name].append(evaluate())
+        to_numpy = None
+        if record:  # max |ours - NumPy| / max |NumPy|
+            ema_numpy = points[0]
+            for p in points[1:]:
+                ema_numpy = decay * ema_numpy + (1. - decay) * p
+            swa_numpy = np.mean(points[start::every], axis=0)
+            to_numpy = {name: float(np.abs(D.flat(a.average_values()) - b).max() /
+                                    np.abs(b).max())
+                        for name, a, b in (('EMA', optimizer, ema_numpy),
+                                           ('SWA', swa_optimizer, swa_numpy))}
+        return np.array([curves[name] for name in names]), to_numpy  # [name, epoch]
+
+    noisy_lr, calm_lr = 1.0, 0.5
+    measured = {'optimizer': 'ema(swa(SGD(lr), start=%d, period=%d), decay=%g), batch %d'
+                             % (start, every, decay, size),
+                'epochs (of %d batches)' % every: epochs,
+                'training / validation samples': [cut, len(x_val)],
+                'noisy rate': noisy_lr, 'contrast rate': calm_lr}
+    curves, exact = {}, {}
+    for lr, runs in ((noisy_lr, seeds), (calm_lr, contrast_seeds)):
+        results = [run(lr, seed, record=(lr == noisy_lr and seed == 0)) for seed in range(runs)]
+        if results[0][1] is not None:
+            exact = results[0][1]
+        losses = np.array([r[0] for r in results])  # [seed, name, epoch]
+        curves[lr] = losses
+        finals = losses[:, :, -1]
+        measured['lr %g' % lr] = {
+            'final validation loss, mean over seeds': {
+                n: float(finals[:, k].mean()) for k, n in enumerate(names)},
+            'final validation loss per seed': {n: finals[:, k] for k, n in enumerate(names)},
+            'seeds where the average beats the raw weights': {
+                n: int((finals[:, k] < finals[:, 0]).sum()) for k, n in enumerate(names) if k},
+            'seeds': runs,
+            'validation loss per epoch, first seed': {
+                n: losses[0, k] for k, n in enumerate(names)}}
+    measured['max |ours - NumPy| / max |NumPy| (first noisy run)'] = exact
+    noisy = measured['lr %g' % noisy_lr]['final validation loss, mean over seeds']
+    calm = measured['lr %g' % calm_lr]['final validation loss, mean over seeds']
+    # float32: two roundings per step over the EMA's horizon of ~1/(1 - decay) steps
+    averages_exact = max(exact.values()) <= 1e-4
+    verdict = noisy['EMA'] < noisy['raw'] and noisy['SWA'] < noisy['raw'] and averages_exact
+    steps = every * np.arange(1, epochs + 1)
+
+    def panel(title, losses):
+        return (title, collections.OrderedDict(
+            (n, np.stack([steps, losses[k]], axis=1)) for k, n in enumerate(names)),
+            'validation loss')
+    plots = [out.panels('weight_averaging', [
+        panel('lr %g (noisy), first seed' % noisy_lr, curves[noisy_lr][0]),
+        panel('lr %g (noisy), mean of %d seeds' % (noisy_lr, seeds),
+              curves[noisy_lr].mean(axis=0)),
+        panel('lr %g (contrast), %s' % (calm_lr, 'mean of %d seeds' % contrast_seeds
+                                         if contrast_seeds > 1 else 'first seed'),
+              curves[calm_lr].mean(axis=0))], 'step (batch of %d)' % size, log=True, xy=True,
+        title='Raw vs EMA (decay %g) vs SWA (from step %d, every %d) weights, SGD at a constant '
+              'rate' % (decay, start, every))]
+
+    def change(losses, name):
+        return 100. * (losses[name] / losses['raw'] - 1.)
+    wins = measured['lr %g' % noisy_lr]['seeds where the average beats the raw weights']
+    summary = ('lr %g, final validation loss (mean of %d seeds): raw %.3f, EMA %.3f (%+.0f%%, '
+               'better in %d/%d), SWA %.3f (%+.0f%%, %d/%d); lr %g (%d seed%s): raw %.3f, EMA '
+               '%+.0f%%, SWA %+.0f%%; averages vs NumPy <= %.0e (relative)' % (
+                   noisy_lr, seeds, noisy['raw'], noisy['EMA'], change(noisy, 'EMA'),
+                   wins['EMA'], seeds, noisy['SWA'], change(noisy, 'SWA'), wins['SWA'], seeds,
+                   calm_lr, contrast_seeds, 's' if contrast_seeds > 1 else '', calm['raw'],
+                   change(calm, 'EMA'), change(calm, 'SWA'), max(exact.values())))
+    return Result('weight_averaging', 'With a noisy learning rate, the EMA weights (bert4keras\'s '
+                  'post) and the SWA weights (Izmailov et al. 2018) reach a lower validation loss '
+                  'than the raw weights', measured, verdict, summary, plots)
+
+
 # ---- the rules of issue 18 at their default rates ----------------------------------------------
 
 def state_size(optimizer):
@@ -743,4 +861,4 @@ def new_rules(data, out, quick, adafactor=kol.Adafactor, only=None):
 
 EXPERIMENTS = collections.OrderedDict((f.__name__, f) for f in [
     handwritten_sgd, get_updates_once, soft_batch, runge_kutta, reset, weights_round_trip,
-    schedules, weight_decay, new_rules])
+    schedules, weight_decay, weight_averaging, new_rules])
