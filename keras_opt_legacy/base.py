@@ -436,7 +436,8 @@ class Optimizer(OptimizerBase):
       boolean; `self._add_scalar(name, value)` for scalar state (in `weights`);
     - `_apply(self, p, g, slots, step)`: the rule, as `[(variable, new value), ...]` for the
       parameter `p`, its gradient `g` and its slots (`slots['m']`); `step.lr` is the rate of this
-      update, `step.t` the 1-based step (float). `ops.minus(x)`/`ops.plus(x)` as a new value
+      update, `step.t` the 1-based step (float), `step.rate_factor` the parameter's multiplier
+      of the rate (`LearningRateMultipliers`; 1 otherwise, and already in `step.lr`). `ops.minus(x)`/`ops.plus(x)` as a new value
       mean `variable - x`/`variable + x`, applied in place;
     - optionally `_step_values(self, lr, t)`: a `Step` of per-update scalars shared by every
       parameter (bias corrections: see `AdamBase`), `_final_updates(self, step)`: scalar state
@@ -492,6 +493,7 @@ class Optimizer(OptimizerBase):
         self._variables = set()  # hyperparameters held in K.variables
         self._current_rate = None
         self._schedule = schedule
+        self._constructed_lr = None if schedule is not None else lr  # a float: no session read
         if schedule is None:
             self._lr = self._hyper_variable('lr', lr)
             self._guard_rate()
@@ -668,6 +670,7 @@ class Optimizer(OptimizerBase):
             if factor not in steps:
                 steps[factor] = self._step_values(
                     self._learning_rate_at(self.iterations, factor), t)
+                steps[factor].rate_factor = factor
             return steps[factor]
         step = step_of(None)  # the rule's own: for the shared scalar state (`_final_updates`)
         # Kernels update in place: not for a constraint on the result, a sparse gradient, a

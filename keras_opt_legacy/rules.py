@@ -320,16 +320,22 @@ class AdaBound(AdamBase):
         self.slot_names = ('m', 'v', 'vhat') if amsbound else ('m', 'v')
 
     def _initial_rate(self):
+        """The constructor's rate (a schedule's at step 0), for the bounds' final rate."""
         if self._schedule is not None:
             return K.cast(self._schedule(K.constant(0, 'int64')), K.floatx())
-        return K.constant(K.get_value(self._lr))
+        return K.constant(self._constructed_lr)
 
     def _step_values(self, lr, t):
         step = super(AdaBound, self)._step_values(lr, t)
-        final_lr = self.final_lr * lr / self._initial_rate()
-        step.lower = final_lr * (1. - 1. / (self.gamma * t + 1.))
-        step.upper = final_lr * (1. + 1. / (self.gamma * t))
+        step.initial_lr = self._initial_rate()
         return step
+
+    def _bounds(self, step):
+        """[lower, upper] of the step size. An optimizer built with `lr * k` (a parameter's
+        factor, `step.rate_factor`) has its initial rate times k too: the bounds stay final_lr."""
+        final_lr = self.final_lr * step.lr / (step.initial_lr * step.rate_factor)
+        return (final_lr * (1. - 1. / (self.gamma * step.t + 1.)),
+                final_lr * (1. + 1. / (self.gamma * step.t)))
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -339,7 +345,7 @@ class AdaBound(AdamBase):
         if self.amsbound:
             v_t = K.maximum(slots['vhat'], v_t)
             updates.append((slots['vhat'], v_t))
-        size = tf.clip_by_value(step.lr_t / (K.sqrt(v_t) + self.epsilon), step.lower, step.upper)
+        size = tf.clip_by_value(step.lr_t / (K.sqrt(v_t) + self.epsilon), *self._bounds(step))
         return updates + [(p, minus(size * m_t))]
 
 

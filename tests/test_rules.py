@@ -13,10 +13,9 @@ do not already cover.
 - Edge cases: RAdam on both sides of its threshold, step by step; LAMB with zero-norm parameters;
   a LAMB exclusion pattern that matches nothing.
 
-Known bugs, marked strict xfail (they fail now; fixed, they XPASS and fail the run, so the mark
-goes): AdaBound inside GradientAccumulation, Lookahead, SkipNonFinite, WeightDecay and
-ExponentialMovingAverage fails on its first batch; LearningRateMultipliers scales AdaBound's
-bounds by the factor.
+Two AdaBound defects found here are fixed (a session read while the update was built, which
+failed inside the wrappers that create state from the parameters; LearningRateMultipliers
+scaled its bounds by the factor): the tests of those cases failed before the fix.
 """
 import math
 
@@ -227,18 +226,7 @@ RATES = {'RAdam': 0.01, 'LAMB': 0.01, 'LARS': 5., 'Adafactor': None, 'AdaBound':
          'Yogi': 0.01, 'AdaBelief': 0.01, 'Lion': 0.002}
 
 
-# AdaBound reads its initial rate with K.get_value while its update is built (rules.py,
-# AdaBound._initial_rate): a session run in the middle of graph building. Inside a wrapper's
-# tf.cond branch Keras's variable initialization then creates unfetchable ops; around a wrapper
-# that creates state from the parameters (Lookahead, the averages, WeightDecay) the session
-# initializes variables whose initial values need the model's inputs, or leaves them
-# uninitialized. Any of those raises on the first batch.
-ADABOUND_BUILD_BUG = pytest.mark.xfail(
-    strict=True, raises=(tf.errors.OpError, ValueError),
-    reason='AdaBound._initial_rate calls K.get_value while the update is built')
-WRAPPED = [pytest.param(wrapper, name, id='%s-%s' % (wrapper, name),
-                        marks=[ADABOUND_BUILD_BUG] if name == 'AdaBound' and
-                        wrapper != 'LearningRateMultipliers' else [])
+WRAPPED = [pytest.param(wrapper, name, id='%s-%s' % (wrapper, name))
            for wrapper in sorted(WRAPPERS) for name in RULES]
 
 
@@ -269,11 +257,8 @@ def test_every_wrapper_around_every_rule_trains_saves_and_loads(tmp_path, wrappe
 # (parameter scale, first moment of the scaled step), AdaBound (bounds). The others (RAdam, LAMB,
 # Yogi, AdaBelief, Lion) measured equal too, to 0 (Lion 3e-9), in a one-off run.
 # AdaBound's bounds are final_lr * lr / initial_lr: an AdaBound built at lr * k has bounds at
-# final_lr (as the authors' code per parameter group), but inside the wrapper the factor reaches
-# the current rate only, and the bounds become final_lr * k.
-ADABOUND_MULTIPLIER_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="LearningRateMultipliers scales AdaBound's bounds by the factor")
+# final_lr (as the authors' code per parameter group), and so has each parameter inside the
+# wrapper (its factor scales the initial rate too).
 MULTIPLIED = {
     'LARS': lambda k: kol.LARS(lr=5. * k),
     'Adafactor': lambda k: kol.Adafactor(lr=0.01 * k, beta_1=0.9),
@@ -281,8 +266,7 @@ MULTIPLIED = {
 }
 
 
-@pytest.mark.parametrize('name', [pytest.param(
-    name, marks=[ADABOUND_MULTIPLIER_BUG] if name == 'AdaBound' else []) for name in MULTIPLIED])
+@pytest.mark.parametrize('name', sorted(MULTIPLIED))
 def test_multipliers_give_each_parameter_the_step_of_the_rule_at_lr_times_factor(name):
     import test_multipliers as TM
     steps = 12
