@@ -277,6 +277,26 @@ def test_multipliers_give_each_parameter_the_step_of_the_rule_at_lr_times_factor
     assert TM.relative_difference(ours, expected) <= 1e-6
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "AdaBound's initial rate is the constructor's lr, and get_config saves the current one: "
+    'loaded after the rate was changed, its bounds differ'))
+def test_adabound_resumes_exactly_after_its_rate_was_changed(tmp_path):
+    """ReduceLROnPlateau, LearningRateScheduler or K.set_value change `lr` during training; the
+    bounds are final_lr * lr / (initial rate), so the initial rate is state: the model saved
+    after the change must continue as the one in memory."""
+    K.clear_session()
+    model = problems.compiled(kol.AdaBound(lr=0.01, final_lr=0.05, gamma=0.1))
+    batch_of = resume.batches()
+    resume.train(model, 0, 5, batch_of)
+    K.set_value(model.optimizer.lr, 0.005)
+    path = str(tmp_path / 'model.h5')
+    model.save(path)
+    here = resume.train(model, 5, 5, batch_of)
+    K.clear_session()
+    there = resume.train(keras.models.load_model(path), 5, 5, batch_of)
+    np.testing.assert_array_equal(there.weights, here.weights)
+
+
 # ---- Ranger: Lookahead(RAdam(), sync_period=6, slow_step=0.5) ------------------------------------
 
 def lookahead_in_numpy(sync_period, slow_step):
