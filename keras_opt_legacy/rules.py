@@ -306,7 +306,8 @@ class AdaBound(AdamBase):
     lr sqrt(1-b2^t)/(1-b1^t) / (sqrt(v)+eps), clipped into [fl (1 - 1/(gamma t + 1)),
     fl (1 + 1/(gamma t))] with fl = final_lr lr / initial lr, times m; `amsbound` uses the
     running maximum of v. `lr` is the current rate (legacy decay or schedule applied); the
-    initial rate is the constructor's (a schedule's value at step 0)."""
+    initial rate is the constructor's (state: `initial_lr`, in `weights`), or a schedule's
+    value at step 0."""
 
     non_negative_slots = ('v', 'vhat')
     _reads_parameters = False
@@ -314,16 +315,20 @@ class AdaBound(AdamBase):
     def __init__(self, lr=DefaultRate(0.001), final_lr=0.1, beta_1=0.9, beta_2=0.999,
                  gamma=1e-3, epsilon=None, amsbound=False, decay=0., **kwargs):
         super(AdaBound, self).__init__(lr, beta_1, beta_2, epsilon, decay, **kwargs)
+        # Unused (0) with a schedule, whose initial rate cannot change.
+        self.initial_lr = self._add_scalar('initial_lr', self._constructed_lr or 0.)
         self.final_lr = self._hyper('final_lr', final_lr)
         self.gamma = self._hyper('gamma', gamma, checks.POSITIVE)
         self.amsbound = self._flag('amsbound', amsbound)
         self.slot_names = ('m', 'v', 'vhat') if amsbound else ('m', 'v')
 
     def _initial_rate(self):
-        """The constructor's rate (a schedule's at step 0), for the bounds' final rate."""
+        """The initial rate, for the bounds' final rate: a schedule's at step 0, else the
+        constructor's, kept as state (`initial_lr`, in `weights`: a model saved after its rate
+        was changed -- ReduceLROnPlateau -- resumes with the bounds it had)."""
         if self._schedule is not None:
             return K.cast(self._schedule(K.constant(0, 'int64')), K.floatx())
-        return K.constant(self._constructed_lr)
+        return self.initial_lr
 
     def _step_values(self, lr, t):
         step = super(AdaBound, self)._step_values(lr, t)

@@ -406,7 +406,7 @@ NEW_RULES = [
                       multiply_by_parameter_scale=False, min_dim_size_to_factor=4,
                       decay_exponent=0.7), 'config', id='non-default'),
          ]),
-    rule('AdaBound', lr=0.01, slots=_adabound_slots,
+    rule('AdaBound', lr=0.01, slots=_adabound_slots, scalars=('initial_lr',),
          space=dict(lr=f32(1e-4, 0.1), final_lr=f32(0.01, 1.), beta_1=UNIT, beta_2=BETA_2,
                     gamma=f32(1e-3, 0.5), epsilon=EPSILON, amsbound=st.booleans()),
          options=[

@@ -370,12 +370,13 @@ class AdaBound(NamedReference):
                                        amsbound=amsbound, **kwargs)
         self.slot_names = ('m', 'v', 'vhat') if amsbound else ('m', 'v')
 
+    @property
     def initial_lr(self):
         return float(self.lr(0)) if callable(self.lr) else float(self.lr)
 
     def bounds(self, lr, t):
         """(lower, upper) at 1-based step t with current rate lr."""
-        fl = self.final_lr * lr / self.initial_lr()
+        fl = self.final_lr * lr / self.initial_lr
         return fl * (1. - 1. / (self.gamma * t + 1.)), fl * (1. + 1. / (self.gamma * t))
 
     def _update(self, p, g, s, lr, t):

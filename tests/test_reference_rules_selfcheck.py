@@ -324,7 +324,7 @@ def test_adabound_final_lr_follows_decay_and_schedule():
     assert opt._current_lr() == pytest.approx(0.005)
     assert opt.bounds(opt._current_lr(), 2)[0] == pytest.approx(0.05 * (1. - 1. / 1.002))
     sched = RR.AdaBound(lr=lambda k: 0.01 * 0.5 ** k, final_lr=0.1)
-    assert sched.initial_lr() == 0.01
+    assert sched.initial_lr == 0.01
     assert sched.bounds(0.0025, 1)[1] == pytest.approx(0.025 * 1001.)
 
 

@@ -277,9 +277,6 @@ def test_multipliers_give_each_parameter_the_step_of_the_rule_at_lr_times_factor
     assert TM.relative_difference(ours, expected) <= 1e-6
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "AdaBound's initial rate is the constructor's lr, and get_config saves the current one: "
-    'loaded after the rate was changed, its bounds differ'))
 def test_adabound_resumes_exactly_after_its_rate_was_changed(tmp_path):
     """ReduceLROnPlateau, LearningRateScheduler or K.set_value change `lr` during training; the
     bounds are final_lr * lr / (initial rate), so the initial rate is state: the model saved
