@@ -161,7 +161,8 @@ def test_new_rules_state_table_plots_and_the_verdict_flips(digits, out):
     parameters = 64 * 32 + 32 + 32 * 10 + 10
     states = {name: r['state numbers'] for name, r in per_rule.items()}
     assert states == dict(SGD=0, Adam=2 * parameters, RAdam=2 * parameters, LAMB=2 * parameters,
-                          LARS=parameters, Adafactor=180, AdaBound=2 * parameters,
+                          LARS=parameters, Adafactor=180,
+                          AdaBound=2 * parameters + 1,  # + its initial rate
                           Yogi=2 * parameters, AdaBelief=2 * parameters, Lion=parameters)
     assert per_rule['Adafactor']['default lr'] is None
     assert per_rule['Adafactor']['halves the loss'] and per_rule['Adam']['halves the loss']
