@@ -163,6 +163,16 @@ class AdamBase(Optimizer):
         self.beta_2 = self._hyper('beta_2', beta_2, UNIT_INTERVAL, variable=True)
         self.epsilon = self._epsilon(epsilon)
 
+    def _moments_in_place(self, slots, g, second='v'):
+        """Adam's moving averages updated in place (the formula's rounding, no temporaries the
+        size of the parameter): `(m_t, v_t)` read after their update; `second` names the slot
+        of the squares (None: only m)."""
+        m_t = read_after(slots['m'], [average_in_place(slots['m'], self.beta_1, g)])
+        if second is None:
+            return m_t
+        v = slots[second]
+        return m_t, read_after(v, [average_in_place(v, self.beta_2, K.square(g))])
+
     def _step_values(self, lr, t):
         beta_1_power, beta_2_power = K.pow(self.beta_1, t), K.pow(self.beta_2, t)
         return Step(lr=lr, t=t, beta_1_power=beta_1_power, beta_2_power=beta_2_power,
@@ -261,8 +271,7 @@ class Nadam(AdamBase):
 
     def _fused(self, p, g, slots, step):
         # No kernel for Nadam: the moving averages in place, then the formula's step.
-        m_t = read_after(slots['m'], [average_in_place(slots['m'], self.beta_1, g)])
-        v_t = read_after(slots['v'], [average_in_place(slots['v'], self.beta_2, K.square(g))])
+        m_t, v_t = self._moments_in_place(slots, g)
         return [K.update_sub(p, self._step(g, m_t, v_t, step))]
 
     def _apply(self, p, g, slots, step):

@@ -14,7 +14,7 @@ from .base import Optimizer, Step, register
 from .checks import DefaultRate
 from .compat import fused_kernels
 from .decay import check_all_match, patterns
-from .ops import minus
+from .ops import minus, read_after
 from .optimizers import AdamBase
 
 
@@ -80,14 +80,20 @@ class RAdam(AdamBase):
         step.momentum_rate = lr / (1. - step.beta_1_power)
         return step
 
+    def _update(self, m_t, v_t, step):
+        return tf.cond(step.rectified,
+                       lambda: step.adaptive_rate * m_t / (K.sqrt(v_t) + self.epsilon),
+                       lambda: step.momentum_rate * m_t)
+
+    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
+        m_t, v_t = self._moments_in_place(slots, g)
+        return [K.update_sub(p, self._update(m_t, v_t, step))]
+
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
         m_t = self.beta_1 * m + (1. - self.beta_1) * g
         v_t = self.beta_2 * v + (1. - self.beta_2) * K.square(g)
-        update = tf.cond(step.rectified,
-                         lambda: step.adaptive_rate * m_t / (K.sqrt(v_t) + self.epsilon),
-                         lambda: step.momentum_rate * m_t)
-        return [(m, m_t), (v, v_t), (p, minus(update))]
+        return [(m, m_t), (v, v_t), (p, minus(self._update(m_t, v_t, step)))]
 
 
 @register
@@ -116,21 +122,28 @@ class LAMB(_Named, AdamBase):
                                        if exclude_from_layer_adaptation is not None
                                        else 'exclude_from_weight_decay')
 
-    def _apply(self, p, g, slots, step):
-        m, v = slots['m'], slots['v']
-        m_t = self.beta_1 * m + (1. - self.beta_1) * g
-        v_t = self.beta_2 * v + (1. - self.beta_2) * K.square(g)
+    def _update(self, p, m_t, v_t, step):
         m_hat = m_t / (1. - step.beta_1_power)
         v_hat = v_t / (1. - step.beta_2_power)
         r = m_hat / (K.sqrt(v_hat) + self.epsilon)
         if self.weight_decay_rate > 0 and not self._matches('exclude_from_weight_decay', p):
             r += self.weight_decay_rate * p
         if self._matches(self._adaptation_exclusions, p):
-            return [(m, m_t), (v, v_t), (p, minus(step.lr * r))]
+            return step.lr * r
         w_norm, r_norm = _norm(p), _norm(r)
         ratio = tf.where(tf.logical_and(w_norm > 0., r_norm > 0.), w_norm / r_norm,
                          tf.ones_like(w_norm))
-        return [(m, m_t), (v, v_t), (p, minus(step.lr * ratio * r))]
+        return step.lr * ratio * r
+
+    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
+        m_t, v_t = self._moments_in_place(slots, g)
+        return [K.update_sub(p, self._update(p, m_t, v_t, step))]
+
+    def _apply(self, p, g, slots, step):
+        m, v = slots['m'], slots['v']
+        m_t = self.beta_1 * m + (1. - self.beta_1) * g
+        v_t = self.beta_2 * v + (1. - self.beta_2) * K.square(g)
+        return [(m, m_t), (v, v_t), (p, minus(self._update(p, m_t, v_t, step)))]
 
 
 @register
@@ -342,6 +355,17 @@ class AdaBound(AdamBase):
         return (final_lr * (1. - 1. / (self.gamma * step.t + 1.)),
                 final_lr * (1. + 1. / (self.gamma * step.t)))
 
+    def _update(self, m_t, v_t, step):
+        size = tf.clip_by_value(step.lr_t / (K.sqrt(v_t) + self.epsilon), *self._bounds(step))
+        return size * m_t
+
+    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
+        m_t, v_t = self._moments_in_place(slots, g)
+        if self.amsbound:
+            vhat = slots['vhat']
+            v_t = read_after(vhat, [K.update(vhat, K.maximum(vhat, v_t))])
+        return [K.update_sub(p, self._update(m_t, v_t, step))]
+
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
         m_t = self.beta_1 * m + (1. - self.beta_1) * g
@@ -350,8 +374,7 @@ class AdaBound(AdamBase):
         if self.amsbound:
             v_t = K.maximum(slots['vhat'], v_t)
             updates.append((slots['vhat'], v_t))
-        size = tf.clip_by_value(step.lr_t / (K.sqrt(v_t) + self.epsilon), *self._bounds(step))
-        return updates + [(p, minus(size * m_t))]
+        return updates + [(p, minus(self._update(m_t, v_t, step)))]
 
 
 @register
@@ -372,6 +395,13 @@ class Yogi(AdamBase):
 
     def _slot_initial_value(self, slot_name):
         return self.initial_accumulator_value if slot_name == 'v' else 0.
+
+    def _fused(self, p, g, slots, step):  # the moments in place, then the step
+        m_t = self._moments_in_place(slots, g, second=None) if 'm' in slots else g
+        g2 = K.square(g)
+        v = slots['v']
+        v_t = read_after(v, [K.update_sub(v, (1. - self.beta_2) * K.sign(v - g2) * g2)])
+        return [K.update_sub(p, step.lr_t * m_t / (K.sqrt(v_t) + self.epsilon))]
 
     def _apply(self, p, g, slots, step):
         v = slots['v']
@@ -410,17 +440,28 @@ class AdaBelief(AdamBase):
             step.adaptive_rate = step.lr_t * r_t
         return step
 
+    def _belief(self, s, g, m_t):
+        return self.beta_2 * s + (1. - self.beta_2) * K.square(g - m_t) + self.epsilon
+
+    def _update(self, m_t, s_t, step):
+        if not self.rectify:
+            denominator = K.sqrt(s_t) / K.sqrt(1. - step.beta_2_power) + self.epsilon
+            return step.momentum_rate * m_t / denominator
+        return tf.cond(step.rectified,
+                       lambda: step.adaptive_rate * m_t / (K.sqrt(s_t) + self.epsilon),
+                       lambda: step.momentum_rate * m_t)
+
+    def _fused(self, p, g, slots, step):  # m in place, then s, then the step
+        m_t = self._moments_in_place(slots, g, second=None)
+        s = slots['s']
+        s_t = read_after(s, [K.update(s, self._belief(s, g, m_t))])
+        return [K.update_sub(p, self._update(m_t, s_t, step))]
+
     def _apply(self, p, g, slots, step):
         m, s = slots['m'], slots['s']
         m_t = self.beta_1 * m + (1. - self.beta_1) * g
-        s_t = self.beta_2 * s + (1. - self.beta_2) * K.square(g - m_t) + self.epsilon
-        if not self.rectify:
-            denominator = K.sqrt(s_t) / K.sqrt(1. - step.beta_2_power) + self.epsilon
-            return [(m, m_t), (s, s_t), (p, minus(step.momentum_rate * m_t / denominator))]
-        update = tf.cond(step.rectified,
-                         lambda: step.adaptive_rate * m_t / (K.sqrt(s_t) + self.epsilon),
-                         lambda: step.momentum_rate * m_t)
-        return [(m, m_t), (s, s_t), (p, minus(update))]
+        s_t = self._belief(s, g, m_t)
+        return [(m, m_t), (s, s_t), (p, minus(self._update(m_t, s_t, step)))]
 
 
 @register

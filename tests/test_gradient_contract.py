@@ -166,4 +166,6 @@ def test_gradients_come_from_get_gradients(cls, subclass):
     plain = trained_weights(make)
     assert np.all(np.isfinite(plain))
     overridden = trained_weights(make, shifted, subclass)
-    assert np.abs(overridden - plain).max() > 1e-4
+    # Relative to how far the weights moved at all (LARS at its defaults moves them ~1e-4).
+    moved = np.abs(plain - problems.flat(problems.initial_weights())).max()
+    assert np.abs(overridden - plain).max() > 0.1 * moved > 0
