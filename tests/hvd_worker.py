@@ -28,6 +28,7 @@ from keras_opt_legacy import compat, distributed  # noqa: E402
 from keras_opt_legacy.averaging import Averaging  # noqa: E402
 from keras_opt_legacy.builtin import state as state_of  # noqa: E402
 import problems  # noqa: E402
+import sparse_problems  # noqa: E402
 
 BATCH = 64      # the global batch: the workers split it
 STEPS = 4       # batches per update under accumulation
@@ -71,7 +72,24 @@ CONFIGS = {
     'swa_around_distributed_accumulation_adam': lambda: (kol.StochasticWeightAveraging(
         distributed.DistributedOptimizer(kol.GradientAccumulation(kol.Adam(lr=0.01), STEPS)),
         start=2, period=2), STEPS),
+    # Sparse gradients (issue 19), on sparse_problems' embedding model (the same data): the
+    # table's IndexedSlices combined by an allgather of the rows (the default) or densified and
+    # allreduced (sparse_as_dense=True).
+    'embedding_sgd': lambda: (distributed.DistributedOptimizer(kol.SGD(lr=0.1)), 1),
+    'embedding_adagrad': lambda: (distributed.DistributedOptimizer(kol.Adagrad(lr=0.1)), 1),
+    'embedding_adam': lambda: (distributed.DistributedOptimizer(kol.Adam(lr=0.01)), 1),
+    'embedding_lazy_adam': lambda: (distributed.DistributedOptimizer(
+        kol.Adam(lr=0.01, lazy=True)), 1),
+    'embedding_sgd_sparse_as_dense': lambda: (distributed.DistributedOptimizer(
+        kol.SGD(lr=0.1), sparse_as_dense=True), 1),
+    'embedding_adam_sparse_as_dense': lambda: (distributed.DistributedOptimizer(
+        kol.Adam(lr=0.01), sparse_as_dense=True), 1),
 }
+
+
+def compiled(name, optimizer):
+    """The model of configuration `name` ('embedding_*': sparse_problems') with `optimizer`."""
+    return (sparse_problems if name.startswith('embedding') else problems).compiled(optimizer)
 
 
 def averages_of(optimizer):
@@ -106,7 +124,7 @@ def train(out):
     for name, make in sorted(CONFIGS.items()):
         K.clear_session()
         optimizer, per_update = make()
-        model = problems.compiled(optimizer)
+        model = compiled(name, optimizer)
         if distributed.rank() != 0:  # broadcast_state must overwrite all of it, slots included
             compat.make_train_function(model)  # the slots exist from here on
             variables = model.weights + state_of(model.optimizer)[1]

@@ -1,7 +1,8 @@
 """Data-parallel training on 2 Horovod workers on localhost (horovodrun --gloo, worker code in
 hvd_worker.py): the workers stay identical, 2 x 32 equals 1 x 64, allreduce runs once per update
-(counted in Horovod's own timeline), weighted averaging, periodic averaging, a killed worker
-fails the job, and a restart resumes from rank 0's checkpoint on 2 or 1 workers."""
+(counted in Horovod's own timeline), weighted averaging, periodic averaging, an embedding's
+sparse gradient (allgathered rows, or sparse_as_dense=True: allreduced dense) equal to one worker,
+a killed worker fails the job, and a restart resumes from rank 0's checkpoint on 2 or 1 workers."""
 import collections
 import json
 import os
@@ -87,12 +88,18 @@ def single_worker(name, averages=False):
                                                                      decay=0.8),
         'swa_around_distributed_accumulation_adam': lambda: kol.StochasticWeightAveraging(
             kol.GradientAccumulation(kol.Adam(lr=0.01), worker.STEPS), start=2, period=2),
+        'embedding_sgd': lambda: kol.SGD(lr=0.1),
+        'embedding_adagrad': lambda: kol.Adagrad(lr=0.1),
+        'embedding_adam': lambda: kol.Adam(lr=0.01),
+        'embedding_lazy_adam': lambda: kol.Adam(lr=0.01, lazy=True),
+        'embedding_sgd_sparse_as_dense': lambda: kol.SGD(lr=0.1),
+        'embedding_adam_sparse_as_dense': lambda: kol.Adam(lr=0.01),
     }[name]()
     per_update, inside = 1, optimizer
     while inside is not None:  # an accumulation, maybe inside an average
         per_update = getattr(inside, 'steps', per_update)
         inside = getattr(inside, 'optimizer', None)
-    model = problems.compiled(optimizer)
+    model = worker.compiled(name, optimizer)
     weights, averaged = [], []
     for batch in range(worker.UPDATES * per_update):
         part = slice(batch * worker.BATCH, (batch + 1) * worker.BATCH)
@@ -149,15 +156,15 @@ def test_misuse_is_an_error_naming_the_fix():
         model.train_on_batch(*problems.data())
 
 
-def allreduce_counts(timeline):
-    """How many times each tensor was allreduced, from a Horovod timeline (rank 0 writes it:
-    one NEGOTIATE_ALLREDUCE begin per execution)."""
+def allreduce_counts(timeline, collective='ALLREDUCE'):
+    """How many times each tensor was allreduced (or `collective`: 'ALLGATHER'), from a Horovod
+    timeline (rank 0 writes it: one NEGOTIATE_<collective> begin per execution)."""
     with open(timeline) as f:
         events = json.load(f)
     names = {e['pid']: e['args']['name'] for e in events
              if e.get('name') == 'process_name' and 'name' in e.get('args', {})}
-    return collections.Counter(names[e['pid']] for e in events
-                               if e.get('ph') == 'B' and e.get('name') == 'NEGOTIATE_ALLREDUCE')
+    return collections.Counter(names[e['pid']] for e in events if e.get('ph') == 'B' and
+                               e.get('name') == 'NEGOTIATE_' + collective)
 
 
 @pytest.mark.parametrize('name, per_update, per_batch', [
@@ -176,6 +183,23 @@ def test_allreduce_runs_once_per_update(trained, name, per_update, per_batch):
           % (name, worker.UPDATES * per_update, worker.UPDATES, sorted(set(counts.values()))))
     assert len(counts) == tensors
     assert set(counts.values()) == {worker.UPDATES * per_batch}
+
+
+@pytest.mark.parametrize('name', sorted(n for n in worker.CONFIGS if n.startswith('embedding')))
+def test_the_table_gradient_is_allgathered_or_allreduced_dense(trained, name):
+    """Per update: the table's IndexedSlices is allgathered, values and indices (the 4 dense
+    gradients allreduced), or with sparse_as_dense=True all 5 gradients are allreduced."""
+    timeline = os.path.join(trained[0], name + '.timeline.json')
+    reduced, gathered = allreduce_counts(timeline), allreduce_counts(timeline, 'ALLGATHER')
+    dense = name.endswith('sparse_as_dense')
+    print('%s: %d tensors allreduced %s times, %d allgathered %s times'
+          % (name, len(reduced), sorted(set(reduced.values())), len(gathered),
+             sorted(set(gathered.values()))))
+    assert len(reduced) == (5 if dense else 4) and set(reduced.values()) == {worker.UPDATES}
+    if dense:
+        assert not gathered
+    else:
+        assert len(gathered) == 2 and set(gathered.values()) == {worker.UPDATES}
 
 
 def unflatten(vector):
