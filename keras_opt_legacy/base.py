@@ -157,6 +157,13 @@ def reset_state(owner, names, variables, keep_iterations=False):
     return True
 
 
+def _unfoldable(value, dtype):
+    """The scalar `value` as a tensor that grappler cannot fold into a constant: a slot filled
+    from a constant would keep a folded copy of its initial value (a whole table for an
+    embedding) in memory for the life of the session."""
+    return tf.placeholder_with_default(tf.constant(value, dtype=dtype), ())
+
+
 class Step(object):
     """Per-step scalars shared by every parameter's update (learning rate, bias corrections...)."""
 
@@ -267,8 +274,8 @@ class OptimizerBase(keras_optimizers.Optimizer):
                 if p not in self._slots:
                     shapes = [(name, self._slot_shape(p, name)) for name in self.slot_names]
                     self._slots[p] = {
-                        name: K.variable(tf.fill(shape, tf.constant(
-                            self._slot_initial_value(name), dtype=p.dtype.base_dtype)),
+                        name: K.variable(tf.fill(shape, _unfoldable(
+                            self._slot_initial_value(name), p.dtype.base_dtype)),
                             dtype=K.dtype(p), name=name)
                         for name, shape in shapes if shape is not None}
         return params
@@ -698,29 +705,50 @@ class Optimizer(OptimizerBase):
         Adagrad): then a sparse gradient updates only the touched rows, exactly."""
         return False
 
+    def _untouched_rows(self):
+        """Where a row without gradient changes only by scaling slots in this rule's dense step
+        (RMSprop: a <- rho*a, p stays): `[(slot name, factor)]`; None where it moves otherwise."""
+        return None
+
     def _sparse_update(self, p, g, slots, step):
         """The ops of the step of `p` on the rows of its sparse gradient `g` (IndexedSlices),
         or None to take the dense step (the gradient densified once).
 
-        Rows only where that is exact (`_sparse_is_exact`) or asked for (`lazy=True`: the
-        touched rows' state and weights move, tf.contrib's LazyAdamOptimizer semantics); not
-        for a constrained parameter (its constraint sees the whole tensor) nor while a client
+        Rows only where that is exact (`_sparse_is_exact`; `_untouched_rows`: those slots
+        scaled as a whole, then the touched rows written) or asked for (`lazy=True`: the touched
+        rows' state and weights move, tf.contrib's LazyAdamOptimizer semantics); not for a
+        constrained parameter (its constraint sees the whole tensor) nor while a client
         intercepts `K.update`. The rule's own `_apply` computes the rows: gathered, stepped,
         scattered back (duplicate indices summed first, as the dense gradient sums them)."""
-        if not (self.row_wise and (self.lazy or self._sparse_is_exact())) or \
-                getattr(p, 'constraint', None) is not None or ops.keras_update_patched():
+        if not self.row_wise or getattr(p, 'constraint', None) is not None or \
+                ops.keras_update_patched():
             return None
+        own = self._kernel_is_current()  # a subclass's changed rule: its own arithmetic
+        scaled = [] if self.lazy or self._sparse_is_exact() else \
+            self._untouched_rows() if self.fused and own else None
+        if scaled is None:
+            return self._sparse_special(p, g, slots, step) if self.fused and own else None
         values, indices = ops.deduplicate(g)
-        if self.fused and self._kernel_is_current():
+        if self.fused and own and not scaled:
             kernel = self._fused_rows(p, values, indices, slots, step)
             if kernel is not None:
                 return [kernel]
         rows = {name: tf.gather(slot, indices) for name, slot in slots.items()}
         p_rows = tf.gather(p, indices)
         owners = dict([(id(p_rows), p)] + [(id(rows[name]), slots[name]) for name in rows])
-        changes = self._apply(p_rows, values, rows, step)
-        return ops.scatter_all([(owners[id(r)], ops.new_value(r, x)) for r, x in changes],
-                               indices)
+        changes = [(owners[id(r)], ops.new_value(r, x))
+                   for r, x in self._apply(p_rows, values, rows, step)]
+        new_rows = ops.after_all([x for _, x in changes])
+        with tf.control_dependencies(new_rows):  # the rows read, then every row scaled
+            scalings = [K.update(slots[name], factor * slots[name]) for name, factor in scaled]
+        with tf.control_dependencies(scalings):
+            return scalings + ops.scatter_all([(v, x) for (v, _), x in zip(changes, new_rows)],
+                                              indices)
+
+    def _sparse_special(self, p, g, slots, step):
+        """A rule's own exact sparse step where rows without gradient move otherwise (momentum
+        SGD: p += momentum*m everywhere), or None: the dense step."""
+        return None
 
     def _fused_rows(self, p, values, indices, slots, step):
         """A TF sparse kernel for the rows (deduplicated `indices`), or None."""

@@ -17,7 +17,7 @@ from .base import Optimizer, Step, register
 from .checks import CLOSED_UNIT_INTERVAL, NON_POSITIVE, POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
 from .decay import DecoupledDecay, Decays, deserialize_rate
-from .ops import average_in_place, descend, minus, plus, read_after
+from .ops import average_in_place, deduplicate, descend, minus, plus, read_after
 
 
 @register
@@ -49,6 +49,22 @@ class SGD(Optimizer):
 
     def _sparse_is_exact(self):
         return not self.slot_names  # without momentum, rows without gradient stay put
+
+    def _sparse_special(self, p, g, slots, step):
+        """With momentum: m <- momentum*m on every row (a row without gradient: v = momentum*m
+        exactly), m -= lr*g on the touched rows, then p += m (Nesterov: p += momentum*v, then
+        p -= lr*g on the touched rows): the fused path's roundings, no dense gradient."""
+        values, indices = deduplicate(g)
+        m = slots['moment']
+        scaled = K.update(m, self.momentum * m)
+        with tf.control_dependencies([scaled]):
+            stepped = tf.scatter_sub(m, indices, step.lr * values)
+        v = read_after(m, [stepped])
+        if not self.nesterov:
+            return [scaled, stepped, K.update_add(p, v)]
+        added = K.update_add(p, self.momentum * v)
+        with tf.control_dependencies([added]):
+            return [scaled, stepped, added, tf.scatter_sub(p, indices, step.lr * values)]
 
     def _fused_rows(self, p, values, indices, slots, step):
         if not slots:  # p - lr*g on the rows: the dense kernel's arithmetic (g*lr)
@@ -84,6 +100,9 @@ class RMSprop(Optimizer):
             a = slots['accumulator']
             with tf.control_dependencies([average_in_place(a, self.rho, K.square(g))]):
                 return apply_adagrad_v2(p, a, step.lr, self.epsilon, g, update_slots=False)
+
+    def _untouched_rows(self):
+        return [('accumulator', self.rho)]  # a <- rho*a; p stays
 
     def _apply(self, p, g, slots, step):
         a = slots['accumulator']
@@ -141,6 +160,9 @@ class Adadelta(Optimizer):
     def _fused(self, p, g, slots, step):
         return fused_kernels().apply_adadelta(p, slots['accumulator'], slots['delta_accumulator'],
                                               step.lr, self.rho, self.epsilon, g)
+
+    def _untouched_rows(self):
+        return [('accumulator', self.rho), ('delta_accumulator', self.rho)]  # p stays
 
     def _apply(self, p, g, slots, step):
         a, d = slots['accumulator'], slots['delta_accumulator']

@@ -48,7 +48,9 @@ NEVER = np.setdiff1d(np.arange(sp.ROWS), sp.touched(problems.data()[0]))  # rows
 # values); SparseApplyAdagradV2 on 4-wide rows takes the scalar, exact sqrt. fused=False: the
 # formula's tf.sqrt over the gathered rows vs over the whole table vectorizes different
 # elements. Either way about 1 ulp of a step per step: allowed 1e-6 absolute (weights ~1).
-ROUNDING = {'Adagrad': 1e-6}
+# RMSprop and Adadelta, whose rows without gradient only scale their slots, take the same
+# route (every slot row scaled, the touched rows by the formula), against the dense kernel.
+ROUNDING = {'Adagrad': 1e-6, 'RMSprop': 1e-6, 'Adadelta': 1e-6}
 
 
 def is_row_wise(entry):
@@ -304,18 +306,37 @@ def test_the_graph_check_sees_keras_densifying():
     assert len(dense_conversions(graph)) == 1
 
 
-@pytest.mark.parametrize('name', [e.name for e in catalog.rules()
-                                  if e.name not in ('SGD', 'SGDW', 'Adagrad')] + ['SGD-momentum'])
+@pytest.mark.parametrize('make, slots', [(lambda: kol.RMSprop(0.01), 1), (lambda: kol.Adadelta(1.), 2)],
+                         ids=['RMSprop', 'Adadelta'])
+def test_slot_scaling_rules_never_densify_the_gradient(make, slots):
+    """Rows without gradient only scale their slots (a <- rho*a) and keep p: each slot scaled
+    as a whole (a Mul and its Assign), the touched rows written; no dense gradient."""
+    nodes, model = executed(make)
+    assert writers(nodes, model.trainable_weights[sp.TABLE]) == ['ScatterUpdate']
+    assert dense_work(nodes) == sorted(['Assign', 'Mul'] * slots)
+    assert dense_conversions(K.get_session().graph) == []
+
+
+def test_momentum_sgd_never_densifies_the_gradient():
+    """m <- momentum*m on every row, m -= lr*g on the touched rows, p += m: no dense gradient."""
+    for nesterov in (False, True):
+        nodes, model = executed(lambda: kol.SGD(0.1, momentum=0.9, nesterov=nesterov))
+        assert dense_conversions(K.get_session().graph) == []
+        written = writers(nodes, model.trainable_weights[sp.TABLE])
+        assert written == (['AssignAdd', 'ScatterSub'] if nesterov else ['AssignAdd'])
+
+
+@pytest.mark.parametrize('name', [e.name for e in catalog.rules() if e.name not in (
+    'SGD', 'SGDW', 'Adagrad', 'RMSprop', 'Adadelta')])
 def test_the_other_rules_densify_once_and_update_in_place(name):
     """Densified once (one table-sized UnsortedSegmentSum in the graph), then the fused kernel
-    of the catalog where the rule has one (momentum SGD: its in-place AssignAdd), else the
-    in-place update: never an Assign copy of the table."""
-    entry = catalog.entry(name.split('-')[0])
-    options = dict(lr=entry.lr, momentum=0.9) if name == 'SGD-momentum' else dict(lr=entry.lr)
-    nodes, model = executed(lambda: catalog.make(entry, options))
+    of the catalog where the rule has one, else the in-place update: never an Assign copy of
+    the table."""
+    entry = catalog.entry(name)
+    nodes, model = executed(lambda: catalog.make(entry, dict(lr=entry.lr)))
     assert len(dense_conversions(K.get_session().graph)) == 1
     written = writers(nodes, model.trainable_weights[sp.TABLE])
-    expected = 'AssignAdd' if name == 'SGD-momentum' else entry.fused or 'AssignSub'
+    expected = entry.fused or 'AssignSub'
     if name in ('AdamW', 'NadamW'):  # the decoupled decay first, in place
         assert written == sorted([expected, 'ApplyGradientDescent'])
     else:
