@@ -47,7 +47,7 @@ PY37 = $(strip $(if $(PYTHON),$(or $(call is_py,$(PYTHON),3.7),\
 # $(call python_for,X.Y): PY37 for 3.7 (so PYTHON=... applies everywhere), else find_python.
 python_for = $(if $(filter 3.7,$(1)),$(PY37),$(call find_python,$(1)))
 
-ifneq ($(filter test test-matrix reproduce bench venv lock horovod clients,$(MAKECMDGOALS)),)
+ifneq ($(filter test test-no-kernels test-matrix reproduce bench venv lock horovod clients kernels,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
@@ -58,13 +58,16 @@ ifneq ($(filter test test-matrix reproduce bench venv lock horovod clients,$(MAK
   endif
 endif
 
-.PHONY: help venv horovod clients test test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
+.PHONY: help venv horovod clients kernels test test-no-kernels test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
 
 help:
 	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
 	@echo 'make reproduce     run keras_opt_legacy.reproduce into results/; ARGS=... passes args'
 	@echo 'make horovod       build (once, cached in $(HOROVOD_CACHE)) and install Horovod'
 	@echo 'make clients       install the client libraries of $(CLIENTS_LOCK) into .venv (make test does)'
+	@echo 'make kernels       build the C++ kernel library against .venv'"'"'s TensorFlow (once per TF/Python'
+	@echo '                   version and sources, cached in $(KERNELS_CACHE); make test does)'
+	@echo 'make test-no-kernels  the suite with the kernel library disabled (KERAS_OPT_LEGACY_KERNELS=0)'
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
 	@echo 'make bench         run every bench/*.py'
 	@echo 'make lock          regenerate requirements.lock with pip-compile (hashed)'
@@ -101,6 +104,17 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build-horovod.sh
 	sh scripts/build-horovod.sh $(VPY) $(HOROVOD_VERSION) $(HOROVOD_SHA256) '$(HOROVOD_CACHE)'
 	touch $@
 
+# The C++ kernel library (keras_opt_legacy.kernels): compiled with tf.sysconfig's flags against
+# the venv's TensorFlow, once per TensorFlow version, Python version and version of its sources,
+# into a cache outside the tree (the build module keys, caches and locks it, so this is a few
+# seconds when it is there; environments with the same TF and Python share a build). The
+# cache's location is exported: the tests, the bench and the reproduction load it from there.
+KERNELS_CACHE ?= $(HOME)/.cache/keras_opt_legacy/kernels
+export KERAS_OPT_LEGACY_KERNELS_CACHE ?= $(KERNELS_CACHE)
+
+kernels: $(STAMP)
+	$(VPY) -m keras_opt_legacy.kernels.build
+
 # Client libraries the tests run against (bert4keras, keras-lookahead, keras-bert and the
 # keras-* packages keras-bert needs): sdists pinned with sha256 in CLIENTS_LOCK, into .venv
 # only. --no-deps: their declared deps are unpinned and newer releases import tf.keras (see the
@@ -116,17 +130,25 @@ $(CLIENTS_STAMP): $(STAMP) $(CLIENTS_LOCK)
 
 # pytest, then the Docker path when an engine answers (else a visible SKIPPED line).
 # Both always run; either failing fails `make test`.
-# The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD.
+# The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD; so do the
+# kernel library's if it does not load: REQUIRE_KERNELS.
 # tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
 CROSS := py3.7-keras2.3.1-tf1.15
-test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
-	@rc=0; REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
+test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP) kernels
+	@rc=0; REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 REQUIRE_KERNELS=1 \
+	  KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
 	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
 	  echo 'SKIPPED docker-test: no Docker engine (install docker.io and start dockerd)'; \
 	else $(MAKE) --no-print-directory docker-test || rc=1; fi; \
 	[ $$rc = 0 ] || echo 'make test: FAILED (see above)'; exit $$rc
+
+# The suite again with the kernel library disabled: every rule on its formula graph (the
+# fallback path), which must pass too. No Docker part.
+test-no-kernels: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
+	KERAS_OPT_LEGACY_KERNELS=0 REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 \
+	  KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python $(VPY) -m pytest tests $(PYTEST_ARGS)
 
 reproduce: $(STAMP)
 	$(VPY) -m keras_opt_legacy.reproduce --out results $(ARGS)
@@ -209,8 +231,9 @@ MATRIX_WHEELS := .venvs/wheels
 # API (each Keras's built-in weight layouts, lr vs learning_rate, its training loop, saving and
 # loading, Keras's built-ins wrapped); subclassed rules and local classes (their update path,
 # saving and loading); hardening (file loading, checkpoints, floatx); schedules against
-# TensorFlow's own; the README blocks; and Runge-Kutta's own training function under each Keras
-# (its stateful metrics differ).
+# TensorFlow's own; the README blocks; Runge-Kutta's own training function under each Keras
+# (its stateful metrics differ); and the kernel library, built for each combination's
+# TensorFlow and Python (matrix-run-% builds it first, or finds it in KERNELS_CACHE).
 # Left out, version-independent: hypothesis properties, the rest of Runge-Kutta (tableau
 # arithmetic), the reproduction, the gradient/config contract, the NumPy reference self-checks,
 # the client libraries and Horovod (both in .venv only) and the Docker lint. A new test file
@@ -222,7 +245,8 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
   tests/test_wrappers.py tests/test_api.py tests/test_extension.py tests/test_schedules.py \
   tests/test_readme.py tests/test_hardening.py \
   tests/test_runge_kutta.py::test_model_state_and_stateful_metrics_update_once_per_batch_at_the_start \
-  tests/test_runge_kutta.py::test_fit_fit_generator_and_train_on_batch_reduce_the_loss
+  tests/test_runge_kutta.py::test_fit_fit_generator_and_train_on_batch_reduce_the_loss \
+  tests/test_kernels.py
 # Deselected there: the 1000-tensor save/load test (about 2 minutes; what it checks, the names
 # and HDF5 layout the package writes, is the same under every version).
 MATRIX_DESELECT ?= tests/test_hardening.py::test_a_thousand_tensor_model_saves_loads_and_resumes
@@ -240,12 +264,15 @@ test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
 	! grep -q '^FAIL' $(MATRIX:%=.venvs/%.result) || { echo 'make test-matrix: FAILED'; exit 1; }
 
 # One combination's run of MATRIX_TESTS: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
-# written, so the other runs go on).
+# written, so the other runs go on). The kernel library for its TensorFlow/Python first (a
+# failed build fails the combination).
 matrix-run-%:
 	@echo "== $* started"; start=$$(date +%s); \
-	KOL_MATRIX=1 KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python -m pytest $(MATRIX_TESTS) \
-	  --ignore=tests/test_docker.py $(MATRIX_DESELECT:%=--deselect %) -q -p no:cacheprovider \
-	  $(PYTEST_ARGS) > .venvs/$*.log 2>&1 \
+	{ .venvs/$*/bin/python -m keras_opt_legacy.kernels.build && \
+	  KOL_MATRIX=1 KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) REQUIRE_KERNELS=1 .venvs/$*/bin/python \
+	  -m pytest $(MATRIX_TESTS) --ignore=tests/test_docker.py \
+	  $(MATRIX_DESELECT:%=--deselect %) -q -p no:cacheprovider $(PYTEST_ARGS); } \
+	  > .venvs/$*.log 2>&1 \
 	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
 	printf '%-4s %-24s %5ss  %s\n' $$st $* $$(( $$(date +%s) - start )) \
 	  "$$(tail -n 1 .venvs/$*.log | tr -d '=')" > .venvs/$*.result; cat .venvs/$*.result
