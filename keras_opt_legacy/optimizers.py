@@ -51,12 +51,15 @@ class SGD(Optimizer):
         return not self.slot_names  # without momentum, rows without gradient stay put
 
     def _sparse_special(self, p, g, slots, step):
-        """With momentum: m <- momentum*m on every row (a row without gradient: v = momentum*m
-        exactly), m -= lr*g on the touched rows, then p += m (Nesterov: p += momentum*v, then
-        p -= lr*g on the touched rows): the fused path's roundings, no dense gradient."""
+        """With momentum: m <- momentum*m on every row (a row without gradient: v = momentum*m),
+        m -= lr*g on the touched rows, then p += m (Nesterov: p += momentum*v, then p -= lr*g
+        on the touched rows): no dense gradient. The scaling is in place and in one pass, as
+        m - (1 - momentum)*m (TF's gradient-descent kernel, m its own delta): equal to the dense
+        step to float rounding (about an ulp of m per step), without a table-sized temporary
+        and its copy (TF has no in-place kernel for momentum*m)."""
         values, indices = deduplicate(g)
         m = slots['moment']
-        scaled = K.update(m, self.momentum * m)
+        scaled = descend(m, 1. - self.momentum, m)
         with tf.control_dependencies([scaled]):
             stepped = tf.scatter_sub(m, indices, step.lr * values)
         v = read_after(m, [stepped])
