@@ -739,8 +739,10 @@ class Optimizer(OptimizerBase):
         changes = [(owners[id(r)], ops.new_value(r, x))
                    for r, x in self._apply(p_rows, values, rows, step)]
         new_rows = ops.after_all([x for _, x in changes])
-        with tf.control_dependencies(new_rows):  # the rows read, then every row scaled
-            scalings = [K.update(slots[name], factor * slots[name]) for name, factor in scaled]
+        with tf.control_dependencies(new_rows):  # the rows read, then every row scaled: in
+            # place, s - (1 - factor)*s (an ulp from factor*s; no table-sized temporary)
+            scalings = [ops.descend(slots[name], 1. - factor, slots[name])
+                        for name, factor in scaled]
         with tf.control_dependencies(scalings):
             return scalings + ops.scatter_all([(v, x) for (v, _), x in zip(changes, new_rows)],
                                               indices)

@@ -317,10 +317,11 @@ def test_the_graph_check_sees_keras_densifying():
                          ids=['RMSprop', 'Adadelta'])
 def test_slot_scaling_rules_never_densify_the_gradient(make, slots):
     """Rows without gradient only scale their slots (a <- rho*a) and keep p: each slot scaled
-    as a whole (a Mul and its Assign), the touched rows written; no dense gradient."""
+    as a whole, in place (one ApplyGradientDescent), the touched rows written; no dense
+    gradient."""
     nodes, model = executed(make)
     assert writers(nodes, model.trainable_weights[sp.TABLE]) == ['ScatterUpdate']
-    assert dense_work(nodes) == sorted(['Assign', 'Mul'] * slots)
+    assert dense_work(nodes) == ['ApplyGradientDescent'] * slots
     assert dense_conversions(K.get_session().graph) == []
 
 
