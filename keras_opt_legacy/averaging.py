@@ -128,7 +128,7 @@ class ExponentialMovingAverage(Averaging):
         decay = tf.constant(self.decay, K.floatx())
         if self.dynamic_decay:
             decay = K.minimum(decay, (1. + t) / (10. + t))
-        return [ops.average_in_place(a, K.cast(decay, a.dtype.base_dtype), p)
+        return [ops.average_in_place(a, K.cast(decay, a.dtype.base_dtype), p, exact=False)
                 for p, a in zip(params, averages)]
 
     def _has_average(self):
@@ -159,8 +159,8 @@ class StochasticWeightAveraging(Averaging):
                              K.equal((update - self.start) % self.period, 0))
 
         def include():  # avg <- n/(n+1) avg + 1/(n+1) p, in place
-            added = [ops.average_in_place(a, K.cast(n / (n + 1.), a.dtype.base_dtype), p)
-                     for p, a in zip(params, averages)]
+            added = [ops.average_in_place(a, K.cast(n / (n + 1.), a.dtype.base_dtype), p,
+                                          exact=False) for p, a in zip(params, averages)]
             with tf.control_dependencies(added):
                 return tf.group(K.update_add(self.averaged, 1))
         return [tf.cond(now, include, tf.no_op)]

@@ -148,11 +148,16 @@ def read_after(variable, after):
         return variable.read_value()
 
 
-def average_in_place(variable, decay, x):
+def average_in_place(variable, decay, x, exact=True):
     """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula:
     `variable <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact),
-    with no temporary the size of `variable` for the sum."""
-    return descend(variable, -(1. - decay), x, after=[_update(variable, decay * variable)])
+    with no temporary the size of `variable` for the sum. With `exact=False` the scaling is in
+    place too (`variable - (1 - decay) * variable`, an ulp from `decay * variable`): no
+    temporary at all, where a rule's bitwise Keras arithmetic is not at stake (the weight
+    averages)."""
+    scaled = _update(variable, decay * variable) if exact else \
+        descend(variable, 1. - decay, variable)
+    return descend(variable, -(1. - decay), x, after=[scaled])
 
 
 def deduplicate(g):
