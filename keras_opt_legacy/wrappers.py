@@ -222,10 +222,11 @@ class Lookahead(Wrapper):
 def start_from_parameters(started, params, copies):
     """The ops that, while the int64 flag `started` is 0 (the first step, and the first after
     a reset), copy the parameters into `copies` (before the step), then set the flag."""
-    first = K.equal(started, 0)
-    start = [K.update(c, ops.select(first, p, c)) for p, c in zip(params, copies)]
-    with tf.control_dependencies(start):
-        return start + [K.update(started, 1)]
+    copied = tf.cond(K.equal(started, 0),  # a branch: no copy on the other steps
+                     lambda: tf.group(*[K.update(c, p) for p, c in zip(params, copies)]),
+                     tf.no_op)
+    with tf.control_dependencies([copied]):
+        return [copied, K.update(started, 1)]
 
 
 @register
