@@ -153,7 +153,7 @@ test-no-kernels: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
 reproduce: $(STAMP)
 	$(VPY) -m keras_opt_legacy.reproduce --out results $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) kernels
 	@$(if $(wildcard bench/*.py),,echo 'no bench/*.py found')
 	@for f in $(wildcard bench/*.py); do echo "== $$f"; $(VPY) "$$f" || exit 1; done
 
