@@ -5,6 +5,8 @@ setup(
     version='0.1.0',
     description='Optimizer toolkit for graph-mode TensorFlow 1.15 + standalone Keras 2.2.4',
     packages=find_packages(include=['keras_opt_legacy', 'keras_opt_legacy.*']),
+    # The kernel library's sources: built on first use where a compiler is present.
+    package_data={'keras_opt_legacy.kernels': ['*.cc', '*.h']},
     python_requires='>=3.6, <3.8',
     # TensorFlow 1.x ships as two separate distributions (tensorflow / tensorflow-gpu)
     # that both provide the `tensorflow` module. Hard-requiring one would make pip
