@@ -377,6 +377,7 @@ def test_swap_weights_restores_every_weight_bitwise_also_on_an_exception(make):
     trainable_ids = {id(w) for w in model.trainable_weights}
     trainable = [i for i, w in enumerate(model.weights) if id(w) in trainable_ids]
     for fail in (False, True):
+        raised = False
         try:
             with optimizer.swap_weights(model) as swapped:
                 assert swapped is model
@@ -392,7 +393,8 @@ def test_swap_weights_restores_every_weight_bitwise_also_on_an_exception(make):
                 if fail:
                     raise KeyError('in the body')
         except KeyError:
-            assert fail
+            raised = True
+        assert raised == fail  # the body's exception comes through
         assert_all_equal(values(model.weights), raw)
         assert_all_equal(values(optimizer.weights), state)
     # Training goes on exactly as without the swaps.
