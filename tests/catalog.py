@@ -430,8 +430,12 @@ NEW_RULES = [
              use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-2,
                       initial_accumulator_value=0.01, decay=0.1), 'config', id='non-default'),
          ]),
+    # Its denominator is sqrt(s) + eps with s the variance of g - m: with beta_1 near 0, m is
+    # nearly g and float32 rounds a residual of ~1e-8 that float64 sees as ~1e-9 -- with a tiny
+    # eps that alone changes the step many-fold (float32, not the optimizer: as Adam's BETA_2).
+    # The property test draws eps from 1e-6 on; the reference test covers the default 1e-16.
     rule('AdaBelief', lr=0.01, slots=('m', 's'),
-         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-12, 1e-4),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-6, 1e-3),
                     rectify=st.booleans()),
          options=[
              use({}, 'all-slots', 'reset'),
