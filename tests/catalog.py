@@ -519,8 +519,6 @@ WRAPPERS = [
                use({'optimizer': inner('kol.Adam(0.01, decay=0.1)'),
                     'multipliers': {'bias': 0.1, 'kernel': 3.}}, 'reset', 'resume',
                    id='adam'),
-               use({'optimizer': inner('keras.optimizers.Adam(0.01)'),
-                    'multipliers': {'kernel': 2.}}, 'cross-version', id='over-keras-adam'),
            ]),
     _entry('ExponentialMovingAverage', 'wrapper', scalars=('started',), slots=('average',),
            default={'optimizer': inner('kol.SGD(lr=0.1)')},
@@ -528,7 +526,7 @@ WRAPPERS = [
                use({'optimizer': inner('kol.Adam(0.01)'), 'decay': 0.9,
                     'dynamic_decay': True}, 'reset', 'resume', id='adam-dynamic'),
                use({'optimizer': inner('kol.GradientAccumulation(keras.optimizers.Adam(0.01), 3)'),
-                    'decay': 0.8}, 'resume', 'cross-version', id='over-accumulation-keras-adam'),
+                    'decay': 0.8}, 'resume', id='over-accumulation-keras-adam'),
            ]),
     _entry('StochasticWeightAveraging', 'wrapper', scalars=('averaged',), slots=('average',),
            default={'optimizer': inner('kol.SGD(lr=0.1)'), 'start': 2},
@@ -536,7 +534,7 @@ WRAPPERS = [
                use({'optimizer': inner('kol.Adam(0.01)'), 'start': 3, 'period': 2}, 'reset',
                    'resume', id='adam'),
                use({'optimizer': inner('kol.SkipNonFinite(keras.optimizers.SGD(0.1))'),
-                    'start': 2}, 'cross-version', id='over-skip-keras-sgd'),
+                    'start': 2}, 'reset', id='over-skip-keras-sgd'),
            ]),
 ]
 
