@@ -10,9 +10,9 @@ and the update's own cost as effective memory bandwidth.
     - 'Keras': `keras.optimizers.X` (Keras 2.2.4 has no Ftrl);
     - 'TF fused': `keras.optimizers.TFOptimizer(tf.train.XOptimizer(...))` (TF's fused training
       kernels, e.g. ApplyAdam), where TF has one (AdaMax, Nadam and AdamW from tf.contrib.opt);
-    - 'base': for an extension of one of ours (AdamW, LearningRateMultipliers over Adam),
-      keras_opt_legacy's optimizer without it (kol.Adam), so that 'ours / base' is the
-      extension's cost measured in the same interleaved rounds;
+    - 'base': for an extension of one of ours (AdamW, LearningRateMultipliers over Adam,
+      ExponentialMovingAverage over Adam), keras_opt_legacy's optimizer without it (kol.Adam),
+      so that 'ours / base' is the extension's cost measured in the same interleaved rounds;
     - 'gradient only': forward + backward, no update, in a K.function fed like the train
       function. It fetches a one-element slice of every gradient: grappler turns ops that only
       feed control dependencies into NoOps, so a `tf.group` of the gradients (or an `updates=`
@@ -31,6 +31,10 @@ and the update's own cost as effective memory bandwidth.
     parameter: what a one-pass in-place update must move (see BYTES; stated in the output).
     Caveat: inside a train step the update of a late layer may overlap the backward pass of an
     early one, so step - gradient can understate the update's cost.
+(3) Extension overhead (MLP, extensions with extra traffic: the EMA). Per round, ours - base
+    (update alone, and train step), median of the paired differences; the extra bytes per
+    parameter it must move (EXTRA: the EMA's floor is one read-modify-write, 12 bytes) over
+    that time, as GB/s, next to the machine's bandwidth.
 Also recorded: system CPU time and minor page faults per step (freshly mapped memory that the
 kernel zeroes: what large temporaries cost when the allocator returns them to the OS), the nodes
 one update executes (a traced run, after grappler) and the ops the optimizer adds to the graph,
@@ -61,7 +65,7 @@ SEED = 0
 BATCH = 8
 SMALL_LAYERS = 50  # 100 variables: building 200+ layer models for every candidate takes minutes
 OPTIMIZERS = ['SGD', 'SGD momentum', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam',
-              'Ftrl', 'AdamW', 'Adam multipliers']
+              'Ftrl', 'AdamW', 'Adam multipliers', 'Adam EMA']
 WEIGHT_DECAY = 0.01  # AdamW's (PyTorch's default), scaled by the rate: p -= lr * 0.01 * p
 MULTIPLIERS = {'dense_1/': 0.5}  # the first layer at half the rate
 FULL = dict(rounds=10, warmup=2, calls=4, optimizers=OPTIMIZERS, models=['mlp', 'small'],
@@ -83,7 +87,22 @@ BYTES = {
     'AdamW': (28, "Adam's: a one-pass kernel would decay p while it steps it (a separate decay "
                   'pass moves 8 more: read p, write p)'),
     'Adam multipliers': (28, "Adam's: the factor is on the rate, a scalar"),
+    'Adam EMA': (40, "Adam's 28 + the average's 12 (read p and avg, write avg)"),
 }
+# The extra traffic of an extension over its base, per parameter and step: (bytes, what).
+# floor: what it must move (bytes/param); ours: what keras_opt_legacy's graph moves.
+EXTRA = {
+    # ours: from the ops one update executes (see "Op types"): two in-place
+    # ApplyGradientDescent passes per parameter (ops.average_in_place(exact=False)).
+    'Adam EMA': dict(floor=12, ours=20,
+                     what='the floor is one read-modify-write of every parameter (read p and '
+                          "avg, write avg); keras_opt_legacy's two in-place passes, avg -= (1 - "
+                          'd) * avg then avg -= -(1 - d) * p, move 20 (read and write avg; read '
+                          'avg and p, write avg); TF\'s EMA: Sub, Mul, AssignSub, about 32 with '
+                          'its temporaries'),
+}
+EMA_DECAY = 0.999
+BASE = 'Adam'  # the 'base' candidate of every extension: kol.Adam()
 CANDIDATES = ['gradient only', 'ours', 'ours fused=False', 'Keras', 'TF fused', 'base']
 
 
@@ -105,6 +124,26 @@ def optimizer_specs(tf, keras, kol):
             return None
     adamax, nadam = contrib('AdaMaxOptimizer'), contrib('NadamOptimizer')
     adamw = contrib('AdamWOptimizer')
+
+    def adam_ema(fused=True):
+        return kol.ExponentialMovingAverage(kol.Adam(fused=fused), decay=EMA_DECAY)
+
+    class TFAdamEMA(object):
+        """TF's Adam, then tf.train.ExponentialMovingAverage.apply on the updated variables
+        (its documented pattern: the EMA op under a control dependency on the step)."""
+
+        def __init__(self):
+            self.adam = tt.AdamOptimizer(0.001, 0.9, 0.999, 1e-7)
+            self.ema = tt.ExponentialMovingAverage(EMA_DECAY)
+
+        def compute_gradients(self, *args, **kwargs):
+            return self.adam.compute_gradients(*args, **kwargs)
+
+        def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+            grads_and_vars = list(grads_and_vars)
+            step = self.adam.apply_gradients(grads_and_vars, global_step=global_step)
+            with tf.control_dependencies([step]):
+                return self.ema.apply([v for g, v in grads_and_vars if g is not None])
     return {
         'SGD': dict(ours=(kol.SGD, dict(lr=0.01)), keras=lambda: ko.SGD(0.01),
                     fused=('tf.train.GradientDescentOptimizer',
@@ -155,6 +194,13 @@ def optimizer_specs(tf, keras, kol):
                                  base=('kol.Adam()', lambda: kol.Adam()),
                                  note='kol.LearningRateMultipliers(kol.Adam(), %r)'
                                       % (MULTIPLIERS,)),
+        'Adam EMA': dict(ours=(adam_ema, {}), keras=None,
+                         fused=('tf.train.AdamOptimizer + tf.train.ExponentialMovingAverage(%g)'
+                                % EMA_DECAY, TFAdamEMA),
+                         base=('kol.Adam()', lambda: kol.Adam()),
+                         note='kol.ExponentialMovingAverage(kol.Adam(), decay=%g); Keras has no '
+                              'EMA; TF: its EMA updates avg -= (avg - p) * (1 - decay), an op '
+                              'per term' % EMA_DECAY),
     }
 
 
@@ -459,13 +505,13 @@ def bandwidth_table(model_results, optimizers, params, reference):
         lines.append('| %s | | | gradient only (its own step) | | | | | | | %.0f (%.0f) | %.1f | |'
                      % (name, faults, faults * resource.getpagesize() / 2**20,
                         g['step']['sys']['gradient only']['median'] * 1e3))
-        per_param = BYTES[name][0]
-        volume = per_param * params
-        gbs = lambda t: volume / t / 1e9 if t > 0 else float('nan')  # noqa: E731
         diff = step_minus_gradient(g['step'])
         for c in CANDIDATES[1:]:
             if c not in diff:
                 continue
+            per_param = BYTES[BASE if c == 'base' else name][0]  # base: kol.Adam's traffic
+            volume = per_param * params
+            gbs = lambda t: volume / t / 1e9 if t > 0 else float('nan')  # noqa: E731
             alone, d = g['update']['wall'][c], diff[c]
             faults = g['step']['faults'][c]['median']
             lines.append(
@@ -478,6 +524,40 @@ def bandwidth_table(model_results, optimizers, params, reference):
                     faults * resource.getpagesize() / 2**20,
                     g['step']['sys'][c]['median'] * 1e3,
                     g['update']['faults'][c]['median']))
+    return '\n'.join(lines)
+
+
+def paired_difference(measured, a, b, clock='wall'):
+    """Spread of the per-round differences a - b (seconds): paired, so drift cancels."""
+    r = measured[clock]
+    return harness._spread([x - y for x, y in zip(r[a]['rounds'], r[b]['rounds'])])
+
+
+def extra_table(model_results, optimizers, params, bandwidth):
+    """Per extension with extra traffic (EXTRA): its time over base (update alone, train step)
+    and the GB/s its extra bytes take in that time."""
+    reference = bandwidth['copy, 256 MB, 2 threads']
+    lines = ['| extension | candidate | update alone: - base, ms (IQR) | GB/s at the floor | '
+             '%% of %.1f | GB/s at what ours moves | train step: - base, ms (IQR) | GB/s at the '
+             'floor |' % reference, '|---|---|---:|---:|---:|---:|---:|---:|']
+    for name in optimizers:
+        if name not in EXTRA or 'update' not in model_results[name]:
+            continue
+        g, extra = model_results[name], EXTRA[name]
+        gbs = lambda bytes_, t: bytes_ * params / t / 1e9 if t > 0 else float('nan')  # noqa
+        for c in ('ours', 'TF fused'):  # ours fused=False - base would count the unfused rule
+            if c not in g['update']['wall']:
+                continue
+            u, st = paired_difference(g['update'], c, 'base'), paired_difference(g['step'], c,
+                                                                                 'base')
+            lines.append('| %s | %s | %.2f (%.2f-%.2f) | %.1f | %.0f%% | %s | %.2f (%.2f-%.2f) | '
+                         '%.1f |' % (
+                             name, c, u['median'] * 1e3, u['q1'] * 1e3, u['q3'] * 1e3,
+                             gbs(extra['floor'], u['median']),
+                             100 * gbs(extra['floor'], u['median']) / reference,
+                             '%.1f' % gbs(extra['ours'], u['median']) if c != 'TF fused'
+                             else '—', st['median'] * 1e3, st['q1'] * 1e3, st['q3'] * 1e3,
+                             gbs(extra['floor'], st['median'])))
     return '\n'.join(lines)
 
 
@@ -543,7 +623,8 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick, co
         'that optimizer. Unfused updates allocate large temporaries, and whether the allocator '
         'hands them back to the OS (page faults, system time: see the bandwidth table) varies '
         'between graphs and runs, so two identical unfused graphs can differ by 10-20%%. '
-        '"base" (extensions only: AdamW, Adam multipliers) is kol.Adam() in the same rounds: '
+        '"base" (extensions only: AdamW, Adam multipliers, Adam EMA) is kol.Adam() in the '
+        'same rounds: '
         '"ours / base" is what the extension costs.'
         % (BATCH, settings['rounds'], settings['calls'], settings['warmup'], fused_note)]
     if command:
@@ -595,6 +676,19 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick, co
             '%.1f GB/s (256 MB arrays).\n\n%s'
             % (params, assumptions, reference,
                bandwidth_table(results['mlp'], optimizers, params, reference)))
+    extensions = [n for n in optimizers if n in EXTRA]
+    if extensions and 'mlp' in results and 'mlp' in settings['update_alone']:
+        params = results['mlp']['_meta']['params']
+        sections.append(
+            '## Extension overhead, MLP (%d parameters), wall-clock\n\n'
+            'The extension\'s own time: per round, candidate minus base (kol.Adam(), timed in '
+            'the same rounds), median of the paired differences (IQR). GB/s = the extra bytes '
+            'per parameter it must move / that time ("ours fused=False" is left out: its '
+            'difference to base includes the unfused rule). Extra traffic:\n\n%s\n\n%s'
+            % (params, '\n'.join('- %s: %d bytes/param at the floor, %d as implemented: %s'
+                                  % (n, EXTRA[n]['floor'], EXTRA[n]['ours'], EXTRA[n]['what'])
+                                  for n in extensions),
+               extra_table(results['mlp'], optimizers, params, bandwidth)))
     if 'mlp' in results and 'mlp' in settings['update_alone']:
         sections.append('## Graph ops per update\n\nIn the update-alone graphs (variables, their '
                         'gradients, the optimizer): nodes one update executes (a traced run, after '
@@ -665,6 +759,15 @@ def main():
             if update is not None:
                 model_results[name].update(update=update, **{'update ratios':
                                                              ratio_summary(update)})
+            if name in EXTRA and update is not None:  # the extension's own time, seconds
+                model_results[name]['minus base'] = {
+                    c: {'update alone': paired_difference(update, c, 'base'),
+                        'step': paired_difference(step, c, 'base')}
+                    for c in update['wall'] if c != 'base'}
+                print('%-5s %-16s ours - base: update alone %.2f ms, step %.2f ms' % (
+                    kind, name, model_results[name]['minus base']['ours']['update alone'][
+                        'median'] * 1e3, model_results[name]['minus base']['ours']['step'][
+                        'median'] * 1e3), file=sys.stderr)
             ratios = model_results[name]['step ratios']['wall']
             print('%-5s %-16s %5.1f s  step: ours/Keras %s, ours/TF fused %s%s' % (
                 kind, name, model_results[name]['seconds'], spread_cell(ratios, 'ours / Keras'),
@@ -686,6 +789,8 @@ def main():
     paths = harness.write_results(args.results, {
         'quick': args.quick, 'settings': settings, 'seconds': seconds, 'batch': BATCH,
         'small_layers': SMALL_LAYERS, 'bytes_per_param': {n: BYTES[n][0] for n in BYTES},
+        'extra_bytes_per_param': {n: {k: EXTRA[n][k] for k in ('floor', 'ours')}
+                                  for n in EXTRA},
         'fused_option': fused_option, 'memory_bandwidth_gbs': bandwidth,
         'command': command,
         'memory_bandwidth_runs_gbs': bandwidth_runs,
