@@ -89,8 +89,8 @@ BYTES = {
     'Adam multipliers': (28, "Adam's: the factor is on the rate, a scalar"),
     'Adam EMA': (40, "Adam's 28 + the average's 12 (read p and avg, write avg)"),
 }
-# The extra traffic of an extension over its base, per parameter and step: (bytes, what).
-# floor: what it must move (bytes/param); ours: what keras_opt_legacy's graph moves.
+# The extra traffic of an extension over its base, per parameter and step: floor, what it must
+# move (bytes/param); ours, what keras_opt_legacy's graph moves; what, the account of both.
 EXTRA = {
     # ours: from the ops one update executes (see "Op types"): two in-place
     # ApplyGradientDescent passes per parameter (ops.average_in_place(exact=False)).
