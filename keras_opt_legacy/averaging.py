@@ -11,7 +11,7 @@ from keras import backend as K
 
 from . import builtin, checks, compat, ops
 from .base import PreparedStep, label, register
-from .wrappers import Wrapper, start_from_parameters
+from .wrappers import Wrapper, chain, start_from_parameters
 
 
 class Averaging(Wrapper):
@@ -74,10 +74,7 @@ class Averaging(Wrapper):
 
     def _params_of(self, model):
         """The parameters of `model` this averages, after checking that `model` trains with it."""
-        optimizer = getattr(model, 'optimizer', None)
-        while optimizer is not self and isinstance(optimizer, Wrapper):
-            optimizer = optimizer.optimizer
-        if optimizer is not self:
+        if not any(o is self for o in chain(getattr(model, 'optimizer', None))):
             raise ValueError('this %s is not the optimizer of the model %s (nor inside it)'
                              % (label(type(self)), getattr(model, 'name', model)))
         self.average_values()  # the error if there is nothing yet

@@ -215,14 +215,12 @@ class AveragedEvaluation(keras.callbacks.Callback):
         self.best = None
 
     def _average(self):
-        from .averaging import Averaging
-        optimizer = self.model.optimizer
-        while not isinstance(optimizer, Averaging):
-            optimizer = getattr(optimizer, 'optimizer', None)
-            if optimizer is None:
-                raise ValueError('AveragedEvaluation: the model\'s optimizer has no weight '
-                                 'average (ExponentialMovingAverage, StochasticWeightAveraging)')
-        return optimizer
+        from .wrappers import chain
+        for optimizer in chain(self.model.optimizer):
+            if getattr(optimizer, 'is_average', False):
+                return optimizer
+        raise ValueError('AveragedEvaluation: the model\'s optimizer has no weight '
+                         'average (ExponentialMovingAverage, StochasticWeightAveraging)')
 
     def on_epoch_end(self, epoch, logs=None):
         from .averaging import update_batch_norm

@@ -232,6 +232,7 @@ class Adafactor(Optimizer):
     slot_names = ('vr', 'vc', 'v', 'm')
     non_negative_slots = ('vr', 'vc', 'v')
     row_wise = False  # means over rows and columns, RMS over the parameter
+    _reads_parameters = False  # without parameter scaling (see step_reads_parameters)
 
     def __init__(self, lr=None, beta_1=0., clipping_threshold=1., factored=True,
                  multiply_by_parameter_scale=True, min_dim_size_to_factor=0,
@@ -257,11 +258,11 @@ class Adafactor(Optimizer):
         self._config['min_dim_size_to_factor'] = 'min_dim_size_to_factor'
         self.decay_exponent = self._hyper('decay_exponent', decay_exponent,
                                           checks.POSITIVE_UNIT_INTERVAL)
-        self._reads_parameters = multiply_by_parameter_scale
 
     @property
-    def step_reads_parameters(self):
-        return self.multiply_by_parameter_scale or type(self)._rule_declares('_apply') is None
+    def step_reads_parameters(self):  # RMS(p) scales the step; else the declaration (below)
+        return self.multiply_by_parameter_scale or \
+            super(Adafactor, self).step_reads_parameters
 
     def _factors(self, p):
         shape = K.int_shape(p)

@@ -18,6 +18,15 @@ from .decay import DecoupledDecay, Decays, check_all_match, deserialize_rate, pa
 from .base import OptimizerBase, PreparedStep, label, register, resolve_gradients
 
 
+def chain(optimizer):
+    """`optimizer`, then the optimizer it wraps, and so on to the innermost one."""
+    while True:
+        yield optimizer
+        if not isinstance(optimizer, Wrapper):
+            return
+        optimizer = optimizer.optimizer
+
+
 class Wrapper(OptimizerBase):
     """Base of the wrappers: holds the inner optimizer (any: see `builtin`), delegates the
     learning rate to it, lists `[iterations] + own scalars + own slots + the inner optimizer's
@@ -36,16 +45,14 @@ class Wrapper(OptimizerBase):
             raise ValueError('%s drives the train function itself (opt.inject(model)), so it must '
                              'be the outermost optimizer: it cannot be wrapped in %s'
                              % (type(optimizer).__name__, label(type(self))))
-        inside = optimizer
-        while isinstance(inside, Wrapper):
-            if inside.is_average and not self.averages_inside:
+        for inside in chain(optimizer):
+            if getattr(inside, 'is_average', False) and not self.averages_inside:
                 raise ValueError(
                     '%s cannot be inside %s: an average follows the parameters as the model '
                     'sees them after each real update, and %s accumulates or changes them '
                     'around its inner step. Put the average outside: %s(%s(...))'
                     % (label(type(inside)), label(type(self)), label(type(self)),
                        label(type(inside)), label(type(self))))
-            inside = inside.optimizer
         super(Wrapper, self).__init__()
         self.optimizer = optimizer
 
@@ -370,9 +377,7 @@ class LearningRateMultipliers(Wrapper):
             raise ValueError('%s cannot step parameters with learning rates of their own (its '
                              'prepare_step takes no rate_factors)' % label(type(optimizer)))
         multipliers = _multipliers(multipliers)
-        rule = optimizer
-        while isinstance(rule, Wrapper):
-            rule = rule.optimizer
+        rule = list(chain(optimizer))[-1]
         zero = [pattern for pattern, factor in multipliers.items() if factor == 0]
         if zero and getattr(rule, 'lr_check', None) is checks.POSITIVE:
             raise ValueError('multipliers: %s cannot take a zero learning rate (its rule divides '
