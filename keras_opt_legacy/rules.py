@@ -152,7 +152,9 @@ class LARS(Optimizer):
     a `skip_list` entry is a substring of the parameter's name, trust = eeta ||w|| / (||g|| + wd
     ||w|| + eps) (1 when a norm is 0), g += wd w and the rate is lr trust; then TF's momentum
     step mom = momentum mom + rate g, w -= mom (Nesterov: w -= rate g + momentum mom). With
-    `fused=True` the momentum step is TF's ApplyMomentum kernel, as tf.contrib runs it."""
+    `fused=True` the momentum step is TF's ApplyMomentum kernel, as tf.contrib runs it.
+    TensorFlow 1.14's LARSOptimizer is an earlier version (it leaves the weight decay out of the
+    gradient and keeps the momentum of the unscaled gradient); this rule is 1.15's on every TF."""
 
     slot_names = ('momentum',)
     _reads_parameters = True  # the trust ratio and the decay read w
