@@ -47,7 +47,7 @@ PY37 = $(strip $(if $(PYTHON),$(or $(call is_py,$(PYTHON),3.7),\
 # $(call python_for,X.Y): PY37 for 3.7 (so PYTHON=... applies everywhere), else find_python.
 python_for = $(if $(filter 3.7,$(1)),$(PY37),$(call find_python,$(1)))
 
-ifneq ($(filter test test-no-kernels test-matrix reproduce bench venv lock horovod clients kernels,$(MAKECMDGOALS)),)
+ifneq ($(filter test test-no-kernels test-fallback test-matrix reproduce bench venv lock horovod clients kernels,$(MAKECMDGOALS)),)
   # An explicit PYTHON is checked up front, even when the venv is already built.
   ifdef PYTHON
     $(if $(PY37),)
@@ -58,7 +58,7 @@ ifneq ($(filter test test-no-kernels test-matrix reproduce bench venv lock horov
   endif
 endif
 
-.PHONY: help venv horovod clients kernels test test-no-kernels test-matrix reproduce bench lock lock-matrix clean docker-build docker-run docker-test
+.PHONY: help venv horovod clients kernels test test-no-kernels test-fallback test-matrix matrix-venvs reproduce bench lock lock-matrix clean docker-build docker-run docker-test
 
 help:
 	@echo 'make test          install (if needed, Horovod too) and run pytest; PYTEST_ARGS=... passes args'
@@ -68,11 +68,14 @@ help:
 	@echo 'make kernels       build the C++ kernel library against .venv'"'"'s TensorFlow (once per TF/Python'
 	@echo '                   version and sources, cached in $(KERNELS_CACHE); make test does)'
 	@echo 'make test-no-kernels  the suite with the kernel library disabled (KERAS_OPT_LEGACY_KERNELS=0)'
+	@echo 'make test-fallback the update-path tests with the library disabled (what CI runs)'
 	@echo 'make venv          only (re)build .venv when requirements.lock/setup.py/docker/install.sh changed'
 	@echo 'make bench         run every bench/*.py'
 	@echo 'make lock          regenerate requirements.lock with pip-compile (hashed)'
 	@echo 'make test-matrix   the version-sensitive tests (MATRIX_TESTS=...) on every other supported'
-	@echo '                   stack (MATRIX=...), .venvs/NAME each; MATRIX_TESTS=tests: all of them'
+	@echo '                   stack (MATRIX=...), .venvs/NAME each; MATRIX_TESTS=tests: all of them;'
+	@echo '                   the stacks outside MATRIX_FULL run MATRIX_LIGHT_TESTS'
+	@echo 'make matrix-venvs  only build the venvs of MATRIX'
 	@echo 'make lock-matrix   regenerate locks/NAME.txt for MATRIX (hashed)'
 	@echo 'make clean         remove .venv and all build/test/result artifacts'
 	@echo 'make docker-build  build the image $(IMAGE) offline from a host-side wheelhouse'
@@ -132,11 +135,14 @@ $(CLIENTS_STAMP): $(STAMP) $(CLIENTS_LOCK)
 # Both always run; either failing fails `make test`.
 # The Horovod tests fail (not skip) here if Horovod is missing: REQUIRE_HOROVOD; so do the
 # kernel library's if it does not load: REQUIRE_KERNELS.
-# tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it.
+# tests/test_cross_version.py resumes checkpoints in CROSS's venv once test-matrix built it
+# (finished before this run starts: CI builds the matrix's venvs while this runs; the matrix's
+# own run of CROSS resumes in both directions anyway).
 CROSS := py3.7-keras2.3.1-tf1.15
+CROSS_PYTHON = $(if $(wildcard .venvs/$(CROSS)/.installed),$(CURDIR)/.venvs/$(CROSS)/bin/python)
 test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP) kernels
 	@rc=0; REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 REQUIRE_KERNELS=1 \
-	  KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python \
+	  KOL_CROSS_PYTHON=$(CROSS_PYTHON) \
 	  $(VPY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n '$(SKIP_DOCKER)' ]; then echo 'SKIPPED docker-test: SKIP_DOCKER is set'; \
 	elif ! docker info >/dev/null 2>&1; then \
@@ -144,11 +150,20 @@ test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP) kernels
 	else $(MAKE) --no-print-directory docker-test || rc=1; fi; \
 	[ $$rc = 0 ] || echo 'make test: FAILED (see above)'; exit $$rc
 
-# The suite again with the kernel library disabled: every rule on its formula graph (the
-# fallback path), which must pass too. No Docker part.
+# The suite again with the kernel library disabled: every rule on its fallback path (TF's
+# kernels, in-place ops), which must pass too. No Docker part. NO_KERNELS_TESTS=... runs part
+# of it: CI runs FALLBACK_TESTS, the tests of the rules' update paths (each rule against its
+# NumPy reference, fused and not, dense and sparse; determinism; the wrappers' in-place steps),
+# to stay in its time budget; the whole suite passes both ways (README).
+NO_KERNELS_TESTS ?= tests
+FALLBACK_TESTS := tests/test_reference_match.py tests/test_determinism.py tests/test_sparse.py \
+  tests/test_kernels.py tests/test_rules.py tests/test_weight_decay.py tests/test_averaging.py
 test-no-kernels: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
 	KERAS_OPT_LEGACY_KERNELS=0 REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 \
-	  KOL_CROSS_PYTHON=$(CURDIR)/.venvs/$(CROSS)/bin/python $(VPY) -m pytest tests $(PYTEST_ARGS)
+	  KOL_CROSS_PYTHON=$(CROSS_PYTHON) $(VPY) -m pytest $(NO_KERNELS_TESTS) $(PYTEST_ARGS)
+
+test-fallback:
+	@$(MAKE) --no-print-directory test-no-kernels NO_KERNELS_TESTS='$(FALLBACK_TESTS)'
 
 reproduce: $(STAMP)
 	$(VPY) -m keras_opt_legacy.reproduce --out results $(ARGS)
@@ -212,13 +227,15 @@ lock-matrix:
 
 # pip 21.3.1 first: Python 3.6's bundled pip predates the manylinux2014 wheels in the locks.
 # The locked files go through one shared wheelhouse, .venvs/wheels: pip's own cache does not
-# keep them (the index sends no caching headers), and the combinations share most files.
+# keep them (the index sends no caching headers), and the combinations share most files. Its
+# downloads take turns (flock), so venvs can be built in parallel (make -j matrix-venvs).
 MATRIX_WHEELS := .venvs/wheels
 .venvs/%/.installed: locks/%.txt setup.py docker/install.sh
 	@[ -x .venvs/$*/bin/python ] || { py='$(call python_for,$(call part,py,$*))'; \
 	  echo "creating .venvs/$* from $$py"; "$$py" -m venv .venvs/$* && \
 	  .venvs/$*/bin/python -m pip install -q pip==21.3.1; }
-	.venvs/$*/bin/python -m pip download -q --no-deps --require-hashes -r $< -d $(MATRIX_WHEELS)
+	mkdir -p $(MATRIX_WHEELS) && flock $(MATRIX_WHEELS)/.lock \
+	  .venvs/$*/bin/python -m pip download -q --no-deps --require-hashes -r $< -d $(MATRIX_WHEELS)
 	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(MATRIX_WHEELS) LOCK=$< \
 	  sh docker/install.sh .venvs/$*/bin/python --editable
 	touch $@
@@ -234,7 +251,8 @@ MATRIX_WHEELS := .venvs/wheels
 # TensorFlow's own; the README blocks; Runge-Kutta's own training function under each Keras
 # (its stateful metrics differ); learning-rate multipliers over Keras's built-ins (their rate
 # attribute differs), sparse and lazy updates (scatter ops on ref vs resource variables), the
-# BatchNorm statistics Keras feeds and weight swapping, LARS against tf.contrib.
+# BatchNorm statistics Keras feeds and weight swapping, LARS against tf.contrib; the kernel
+# library's ops (built against each TensorFlow's headers; ref and resource variables).
 # Left out, version-independent: hypothesis properties, the rest of Runge-Kutta (tableau
 # arithmetic), the reproduction, the gradient/config contract, the NumPy reference self-checks,
 # the client libraries and Horovod (both in .venv only) and the Docker lint. A new test file
@@ -255,7 +273,18 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
   tests/test_averaging.py::test_update_batch_norm_takes_what_keras_feeds_its_moving_averages \
   tests/test_averaging.py::test_swap_weights_restores_every_weight_bitwise_also_on_an_exception \
   tests/test_averaging.py::test_ema_follows_the_numpy_reference \
-  tests/test_rules.py::test_lars_is_tf_contrib_lars
+  tests/test_rules.py::test_lars_is_tf_contrib_lars tests/test_kernels.py
+# The combinations outside MATRIX_FULL run MATRIX_LIGHT_TESTS: MATRIX_FULL covers each
+# TensorFlow x Keras 2.2/2.3 pairing on 3.7 (the kernels, variables and training loops that
+# differ); Keras 2.2.5 (2.2.4's optimizers and saving, a few fixes) and Python 3.6 (the same
+# TF/Keras code under another interpreter) take the version checks, saving/loading and
+# resuming, the API and the README; of the fresh-process resumes, only the cross-version ones
+# (MATRIX_LIGHT_K: the catalog's fresh-process and reset runs take most of the time and check
+# the same things). MATRIX_FULL='$$(MATRIX)' runs the full selection everywhere.
+MATRIX_FULL ?= py3.7-keras2.2.4-tf1.14 py3.7-keras2.3.1-tf1.14 py3.7-keras2.3.1-tf1.15
+MATRIX_LIGHT_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_state.py \
+  tests/test_api.py tests/test_readme.py tests/test_hardening.py
+MATRIX_LIGHT_K ?= not fresh_process and not after_reset_the_next_steps_equal
 # Deselected there: the 1000-tensor save/load test (about 2 minutes; what it checks, the names
 # and HDF5 layout the package writes, is the same under every version).
 MATRIX_DESELECT ?= tests/test_hardening.py::test_a_thousand_tensor_model_saves_loads_and_resumes
@@ -265,20 +294,26 @@ MATRIX_DESELECT ?= tests/test_hardening.py::test_a_thousand_tensor_model_saves_l
 # README); each run's tests/test_cross_version.py resumes its checkpoints in the primary .venv
 # and back. A summary line per combination at the end; any failure fails the target.
 MATRIX_JOBS ?= 2
+matrix-venvs: $(MATRIX:%=.venvs/%/.installed)
+
 test-matrix: $(STAMP) $(MATRIX:%=.venvs/%/.installed)
 	@rm -f $(MATRIX:%=.venvs/%.result)
-	@echo '== test-matrix: $(words $(MATRIX)) combination(s), MATRIX_JOBS=$(MATRIX_JOBS), MATRIX_TESTS=$(MATRIX_TESTS)'
+	@echo '== test-matrix: $(words $(MATRIX)) combination(s), MATRIX_JOBS=$(MATRIX_JOBS); full: $(filter $(MATRIX_FULL),$(MATRIX))'
 	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) $(MATRIX:%=matrix-run-%)
 	@echo '== test-matrix summary'; cat $(MATRIX:%=.venvs/%.result); \
 	! grep -q '^FAIL' $(MATRIX:%=.venvs/%.result) || { echo 'make test-matrix: FAILED'; exit 1; }
 
-# One combination's run of MATRIX_TESTS: log in .venvs/NAME.log, summary line in .venvs/NAME.result (always
-# written, so the other runs go on). The kernel library is not used by the rules yet (issue 20):
-# it is built and tested on the primary stack only (`make kernels` builds it for any venv).
+# One combination's run of its tests: log in .venvs/NAME.log, summary line in .venvs/NAME.result
+# (always written, so the other runs go on). The kernel library is built for its TensorFlow and
+# Python first (cached: a few seconds when there; where it cannot work, the reason is recorded
+# and its tests skip saying so).
 matrix-run-%:
 	@echo "== $* started"; start=$$(date +%s); \
-	{ KOL_MATRIX=1 KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python \
-	  -m pytest $(MATRIX_TESTS) --ignore=tests/test_docker.py \
+	{ .venvs/$*/bin/python -m keras_opt_legacy.kernels.build && \
+	  KOL_MATRIX=1 REQUIRE_KERNELS=1 KOL_CROSS_PYTHON=$(CURDIR)/$(VPY) .venvs/$*/bin/python \
+	  -m pytest $(if $(filter $*,$(MATRIX_FULL)),$(MATRIX_TESTS),$(MATRIX_LIGHT_TESTS) \
+	    -k '$(MATRIX_LIGHT_K)') \
+	  --ignore=tests/test_docker.py \
 	  $(MATRIX_DESELECT:%=--deselect %) -q -p no:cacheprovider $(PYTEST_ARGS); } \
 	  > .venvs/$*.log 2>&1 \
 	  && st=PASS || { st=FAIL; tail -n 40 .venvs/$*.log; }; \
