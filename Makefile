@@ -280,7 +280,7 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
 # TF/Keras code under another interpreter) take the version checks, saving/loading and
 # resuming, the API and the README; of the fresh-process resumes, only the cross-version ones
 # (MATRIX_LIGHT_K: the catalog's fresh-process and reset runs take most of the time and check
-# the same things). MATRIX_FULL='$$(MATRIX)' runs the full selection everywhere.
+# the same things). MATRIX_FULL='$(MATRIX)' runs the full selection everywhere.
 MATRIX_FULL ?= py3.7-keras2.2.4-tf1.14 py3.7-keras2.3.1-tf1.14 py3.7-keras2.3.1-tf1.15
 MATRIX_LIGHT_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_state.py \
   tests/test_api.py tests/test_readme.py tests/test_hardening.py
@@ -332,8 +332,12 @@ WHEEL_TAGS  := --python-version 3.7 --implementation cp --abi cp37m \
                --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
                --platform manylinux2014_x86_64
 # The build context: just what docker/Dockerfile copies (a tar on stdin, no .dockerignore).
+# The image has no compiler (and its build no network to fetch one): it carries the kernel
+# library built here by `make kernels` against .venv's TensorFlow, the image's own (the same
+# lock, Python 3.7, and the cache key holds no path), in KERNELS_CONTEXT, laid out as the cache.
+KERNELS_CONTEXT := kernels-prebuilt
 DOCKER_CONTEXT := docker/Dockerfile docker/install.sh docker/entrypoint.sh requirements.lock \
-                  setup.py keras_opt_legacy $(WHEELHOUSE)
+                  setup.py keras_opt_legacy $(WHEELHOUSE) $(KERNELS_CONTEXT)
 
 # Re-downloaded from scratch when the lock changes (no stale files).
 $(WHEELHOUSE)/.complete: requirements.lock
@@ -343,7 +347,10 @@ $(WHEELHOUSE)/.complete: requirements.lock
 
 # The base image: present, pulled, or else a local stand-in (see docker/build-base.sh).
 # --network=none: proves the build needs nothing but the context.
-docker-build: $(WHEELHOUSE)/.complete
+docker-build: $(WHEELHOUSE)/.complete kernels
+	rm -rf $(KERNELS_CONTEXT) && lib=$$($(VPY) -m keras_opt_legacy.kernels.build --print-path) && \
+	  mkdir -p $(KERNELS_CONTEXT)/$$(basename $$(dirname $$lib)) && \
+	  cp $$lib $(KERNELS_CONTEXT)/$$(basename $$(dirname $$lib))/
 	bash docker/build-base.sh $(BASE_IMAGE)
 	tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude=.complete $(DOCKER_CONTEXT) \
 	  | docker build --network=none -f docker/Dockerfile -t $(IMAGE) -
@@ -358,5 +365,6 @@ docker-test: docker-build
 	bash docker/test.sh $(IMAGE) --quick
 
 clean:
-	rm -rf $(VENV) .venvs build dist *.egg-info results .pytest_cache .hypothesis $(WHEELHOUSE)
+	rm -rf $(VENV) .venvs build dist *.egg-info results .pytest_cache .hypothesis $(WHEELHOUSE) \
+	  $(KERNELS_CONTEXT)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

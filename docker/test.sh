@@ -26,6 +26,14 @@ docker run --rm "${user[@]}" -v "$out:/results" "$image" "$@" 2>&1 | tee "$log" 
     || fail "the container exited with status ${PIPESTATUS[0]}"
 grep -q 'reproduced' "$log" || fail "no verdict in the printed table"
 
+# The image carries the kernel library, and it loads there (as the image's user).
+docker run --rm --entrypoint python "$image" -c '
+import sys
+from keras_opt_legacy import kernels
+sys.exit(0 if kernels.library() is not None else "kernels: %s" % kernels.why_not())' \
+    || fail "the kernel library does not load in the image"
+echo "kernel library: loads in the image"
+
 # Checked with the image's own Python: no Python needed on the host.
 docker run --rm -i -v "$out:/results:ro" --entrypoint python "$image" - <<'PY' || fail "report check"
 import json, os
