@@ -1,8 +1,10 @@
 """The rules of issue 18: ours vs the same formula written in Keras 2.2.4's style.
 
 For each rule (RAdam, LAMB, LARS, Adafactor, AdaBound, Yogi, AdaBelief, Lion), default arguments:
-- 'ours': keras_opt_legacy's class (its default path: LARS runs TF's ApplyMomentum kernel, the
-  others their formula, parameters updated in place, every read ordered before every write);
+- 'ours': keras_opt_legacy's class (its default path: the op of the kernel library,
+  keras_opt_legacy.kernels, for every rule but Adafactor, which runs its formula, parameters
+  updated in place; every read ordered before every write; with KERAS_OPT_LEGACY_KERNELS=0
+  LARS runs TF's ApplyMomentum kernel, the others their formula in place);
 - 'naive': the same formula ported the way users port a paper to Keras 2.2.4 (keras-radam,
   keras-adabound, keras-lamb...): a `keras.optimizers.Optimizer` subclass whose `get_updates`
   makes the slots with `K.zeros`, computes each new value with `keras.backend` ops and assigns

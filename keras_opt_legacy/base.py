@@ -449,7 +449,8 @@ class Optimizer(OptimizerBase):
     - optionally `_step_values(self, lr, t)`: a `Step` of per-update scalars shared by every
       parameter (bias corrections: see `AdamBase`), `_final_updates(self, step)`: scalar state
       assigned after every parameter, and `_fused(self, p, g, slots, step)`: the same rule on
-      TF's fused kernels (or None). A subclass that redefines `_apply`, `_step_values` or
+      fused kernels (or None): the op of the package's kernel library first (`ops.kernel_or`),
+      else TF's kernels or in-place ops. A subclass that redefines `_apply`, `_step_values` or
       `_final_updates` without its own `_fused` gets the formula graph: an inherited kernel
       would compute the parent's rule. `_reads_parameters = False` declares that the rule reads
       `p` only to subtract its step from it, which lets decoupled weight decay go first, in
@@ -507,7 +508,8 @@ class Optimizer(OptimizerBase):
         self.initial_decay = decay
         self.decay = self._hyper_variable('decay', decay)
         self._config['decay'] = 'decay'
-        # Use TF's fused kernel where its arithmetic and state are the Keras formula's.
+        # Use fused kernels (the package's library, TF's) where their arithmetic and state are
+        # the Keras formula's.
         self.fused = fused
         self._config['fused'] = 'fused'
         self.lazy = lazy
@@ -618,8 +620,9 @@ class Optimizer(OptimizerBase):
         raise NotImplementedError
 
     def _fused(self, p, g, slots, step):
-        """The same rule built on TF's fused kernels (an op, or a list of ops whose last one
-        updates `p`), or None where there is none."""
+        """The same rule built on fused kernels -- the op of the package's kernel library where
+        it has one and it can be used (`ops.kernel_or`), else TF's kernels or in-place ops --
+        (an op, or a list of ops whose last one updates `p`), or None where there is none."""
         return None
 
     def _final_updates(self, step):

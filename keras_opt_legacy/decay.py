@@ -83,14 +83,14 @@ class DecoupledDecay(object):
         return lr * rate if self.scale_by_lr else rate
 
     def prepare(self, prepare_inner, grads, step, lr, rate_factors=None,
-                reads_parameters=False, fused=True):
+                reads_parameters=False, fused=True, folds=None):
         """The `PreparedStep` of the inner step with the decay of the selected parameters:
         `prepare_inner(gradients)` prepares the inner step, given a function returning `grads`
         (resolved once, where first needed: the decay waits for the gradients, which read the
         parameters). `step`: the count of updates before this one (for a schedule `rate`);
         `lr`: the update's learning rate, times each parameter's factor in `rate_factors`;
         `reads_parameters`: whether the inner step reads the parameters (see `build`); `fused`:
-        whether the decay may use TF's kernel (else `assign_sub`)."""
+        whether the decay may use a kernel (else `assign_sub`); `folds`: see `build`."""
         resolved = []
 
         def gradients():
@@ -110,20 +110,27 @@ class DecoupledDecay(object):
 
         def build():
             with tf.control_dependencies([getattr(g, 'values', g) for g in gradients()]):
-                return self.build(inner, coefficients, inner.applies, exact, fused)
+                return self.build(inner, coefficients, inner.applies, exact, fused, folds)
         return PreparedStep(build, applies=inner.applies)
 
-    def build(self, inner, coefficients, applies, exact, fused=True):
+    def build(self, inner, coefficients, applies, exact, fused=True, folds=None):
         """The ops of one step: `inner()` (the inner step's ops) with the decay of `self.params`
         by `coefficients[p]`, on the steps where `applies` (None: all).
 
-        A parameter decays first, in place and in one pass (`p -= c * p`, TF's gradient-descent
-        kernel reading `p` as its own delta), and then the inner step runs: equal, up to float
-        rounding, to decaying its result by `c * p_old`, since the inner step only subtracts
-        from `p`. For the parameters in `exact` (constrained, or read by the step: Ftrl) the
-        formula's order: `c * p_old` computed before the step, subtracted after it."""
+        A parameter decays first, in place and in one pass (`p -= c * p`: the kernel library's
+        `decay`, or TF's gradient-descent kernel reading `p` as its own delta), and then the
+        inner step runs: equal, up to float rounding, to decaying its result by `c * p_old`,
+        since the inner step only subtracts from `p`. `folds` (a rule with the decay built in:
+        AdamW), called with `{p: c}` of those parameters when every step applies, returns the
+        ids of the ones whose decay the inner step takes into its own kernel pass, the same
+        arithmetic in one pass (AdamW: decay and ApplyAdam's step); none is built here for them.
+        For the parameters in `exact` (constrained, or read by the step: Ftrl) the formula's
+        order: `c * p_old` computed before the step, subtracted after it."""
         exact_ids = set(id(p) for p in exact)
         first = [p for p in self.params if id(p) not in exact_ids]
+        if folds is not None and first and applies is None:
+            folded = folds({p: coefficients[p] for p in first})
+            first = [p for p in first if id(p) not in folded]
 
         def conditionally(build):
             if applies is None:
@@ -167,12 +174,14 @@ def deserialize_rate(rate):
 
 
 def _decay_in_place(p, coefficient, fused=True):
-    """The op `p <- p - coefficient * p`: with `fused`, in one pass (TF's gradient-descent
-    kernel, `p` its own delta; element-wise, so reading and writing the same buffer is safe),
-    else `assign_sub` (a temporary of p's size)."""
+    """The op `p <- p - coefficient * p`: with `fused`, in one pass -- the kernel library's
+    `decay`, else TF's gradient-descent kernel with `p` its own delta (the same arithmetic;
+    element-wise, so reading and writing the same buffer is safe) -- else `assign_sub` (a
+    temporary of p's size)."""
     coefficient = K.cast(coefficient, p.dtype.base_dtype)
     if fused and not ops.keras_update_patched():
-        op = ops.descend(p, coefficient, p)
+        op = ops.kernel_or(lambda k: k.decay(p, coefficient),
+                           lambda: ops.descend(p, coefficient, p))
         if op is not None:
             return op
     return ops.assign_all([(p, ops.minus(coefficient * p))])[0]

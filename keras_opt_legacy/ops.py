@@ -18,6 +18,7 @@ from collections import namedtuple
 import tensorflow as tf
 from keras import backend as K
 
+from . import kernels
 from .compat import fused_kernels
 
 # Keras's own assignments, as imported: a client that patches them is detected by comparison,
@@ -135,6 +136,19 @@ def every_kth_update(counter, k, applies, action, after):
         return [done, _update(counter, count)]
 
 
+def kernel_or(kernel, fallback=None):
+    """The op(s) `kernel(k)` builds with `k` = `keras_opt_legacy.kernels.ops()` (an op of the
+    package's kernel library: one pass over the elements), or where that returns None (no
+    library, KERAS_OPT_LEGACY_KERNELS=0, a GPU, variables of mixed kinds or of another dtype)
+    what `fallback()` builds (None without one): the one way a `_fused` tries its kernel
+    first. The op takes the step's scalars as inputs, so it runs after they are computed and
+    before the counters move (`count_after`), as any update."""
+    op = kernel(kernels.ops())
+    if op is None and fallback is not None:
+        return fallback()
+    return op
+
+
 def descend(variable, rate, x, after=()):
     """The op `variable <- variable - rate * x`, in place and in one pass, after the ops `after`:
     TF's fused ApplyGradientDescent kernel (its `x * rate` rounds as `rate * x`)."""
@@ -149,15 +163,17 @@ def read_after(variable, after):
 
 
 def average_in_place(variable, decay, x, exact=True):
-    """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula:
-    `variable <- decay * variable`, then `variable - (-(1 - decay)) * x` (negation is exact),
-    with no temporary the size of `variable` for the sum. With `exact=False` the scaling is in
-    place too (`variable - (1 - decay) * variable`, an ulp from `decay * variable`): no
-    temporary at all, where a rule's bitwise Keras arithmetic is not at stake (the weight
-    averages)."""
-    scaled = _update(variable, decay * variable) if exact else \
-        descend(variable, 1. - decay, variable)
-    return descend(variable, -(1. - decay), x, after=[scaled])
+    """The op `variable <- decay * variable + (1 - decay) * x`, rounded as that formula: the
+    kernel library's `ema` (one pass, no temporary). Without it, `variable <- decay * variable`,
+    then `variable - (-(1 - decay)) * x` (negation is exact), with no temporary the size of
+    `variable` for the sum; with `exact=False` the scaling is in place too (`variable - (1 -
+    decay) * variable`, an ulp from `decay * variable`): no temporary at all, where a rule's
+    bitwise Keras arithmetic is not at stake (the weight averages)."""
+    def two_passes():
+        scaled = _update(variable, decay * variable) if exact else \
+            descend(variable, 1. - decay, variable)
+        return descend(variable, -(1. - decay), x, after=[scaled])
+    return kernel_or(lambda k: k.ema(variable, decay, x), two_passes)
 
 
 def deduplicate(g):

@@ -3,21 +3,27 @@
 Each class states its slots and writes its update rule once; the base does the rest.
 Every constructor also takes `learning_rate=` (alias of `lr=`, which may be a schedule),
 `clipnorm=`, `clipvalue=` and `fused=`: with `fused=True` (the default) SGD, Adagrad, Adam,
-Adamax, Adadelta and Ftrl run TensorFlow's fused training kernels (RMSprop and momentum SGD in
-part), whose arithmetic and state are the formula's (equal to float rounding), unless a
-constraint or a sparse gradient needs the plain graph; `fused=False` always builds the plain
-Keras-formula graph. Elsewhere the parameter update is applied in place (`minus`/`plus`).
+Adamax, Adadelta and Ftrl run TensorFlow's fused training kernels, and momentum SGD, RMSprop,
+Nadam and Adam(amsgrad=True) the ops of the package's kernel library
+(`keras_opt_legacy.kernels`: one pass, the formula's arithmetic), whose arithmetic and state are
+the formula's (equal to float rounding), unless a constraint or a sparse gradient needs the plain
+graph; without the library (not built, KERAS_OPT_LEGACY_KERNELS=0, a GPU) momentum SGD and
+RMSprop run TF's kernels in part and Nadam its moving averages in place. `fused=False` always
+builds the plain Keras-formula graph. Elsewhere the parameter update is applied in place
+(`minus`/`plus`).
 `AdamBase` (betas, epsilon, bias corrections) is the base of the Adam family, public for
 rules built on it.
 """
 import tensorflow as tf
 from keras import backend as K
 
+from . import kernels, ops
 from .base import Optimizer, Step, register
 from .checks import CLOSED_UNIT_INTERVAL, NON_POSITIVE, POSITIVE, UNIT_INTERVAL, DefaultRate
 from .compat import fused_kernels
-from .decay import DecoupledDecay, Decays, deserialize_rate
-from .ops import average_in_place, deduplicate, descend, minus, plus, read_after
+from .decay import DecoupledDecay, Decays, _decay_in_place, deserialize_rate
+from .ops import (average_in_place, deduplicate, descend, kernel_or, minus, plus,
+                  read_after)
 
 
 @register
@@ -40,12 +46,16 @@ class SGD(Optimizer):
         if 'moment' not in slots:
             return descend(p, step.lr, g)
         m = slots['moment']
-        # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same two roundings.
-        v = read_after(m, [descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
-        if not self.nesterov:
-            return [K.update_add(p, v)]
-        # (p + momentum*v) - lr*g, as the formula rounds it.
-        return [descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
+
+        def on_tf_kernels():
+            # v = momentum*m - lr*g as m <- momentum*m, then m <- m - lr*g: the same roundings.
+            v = read_after(m, [descend(m, step.lr, g, after=[K.update(m, self.momentum * m)])])
+            if not self.nesterov:
+                return [K.update_add(p, v)]
+            # (p + momentum*v) - lr*g, as the formula rounds it.
+            return [descend(p, step.lr, g, after=[K.update_add(p, self.momentum * v)])]
+        return kernel_or(lambda k: k.keras_momentum(p, m, step.lr, g, self.momentum,
+                                                    use_nesterov=self.nesterov), on_tf_kernels)
 
     def _sparse_is_exact(self):
         return not self.slot_names  # without momentum, rows without gradient stay put
@@ -97,12 +107,16 @@ class RMSprop(Optimizer):
         self.epsilon = self._epsilon(epsilon)
 
     def _fused(self, p, g, slots, step):
-        # Adagrad's kernel without its accumulator update is RMSprop's parameter step.
-        apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)
-        if apply_adagrad_v2 is not None:
-            a = slots['accumulator']
-            with tf.control_dependencies([average_in_place(a, self.rho, K.square(g))]):
-                return apply_adagrad_v2(p, a, step.lr, self.epsilon, g, update_slots=False)
+        a = slots['accumulator']
+
+        def on_adagrad_kernel():
+            # Adagrad's kernel without its accumulator update is RMSprop's parameter step.
+            apply_adagrad_v2 = getattr(fused_kernels(), 'apply_adagrad_v2', None)
+            if apply_adagrad_v2 is not None:
+                with tf.control_dependencies([average_in_place(a, self.rho, K.square(g))]):
+                    return apply_adagrad_v2(p, a, step.lr, self.epsilon, g, update_slots=False)
+        return kernel_or(lambda k: k.keras_rms_prop(p, a, step.lr, self.rho, self.epsilon, g),
+                         on_adagrad_kernel)
 
     def _untouched_rows(self):
         return [('accumulator', self.rho)]  # a <- rho*a; p stays
@@ -224,6 +238,9 @@ class Adam(AdamBase):
             return fused_kernels().apply_adam(
                 p, slots['m'], slots['v'], step.beta_1_power, step.beta_2_power, step.lr,
                 self.beta_1, self.beta_2, self.epsilon, g)
+        return kernel_or(lambda k: k.adam_amsgrad(p, slots['m'], slots['v'], slots['vhat'],
+                                                  step.lr_t, self.beta_1, self.beta_2,
+                                                  self.epsilon, g))
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -292,12 +309,17 @@ class Nadam(AdamBase):
         m_schedule_new = self.m_schedule * momentum_cache_t
         return Step(lr=lr, t=t, momentum_cache_t=momentum_cache_t,
                     momentum_cache_t_1=momentum_cache_t_1, m_schedule_new=m_schedule_new,
-                    m_schedule_next=m_schedule_new * momentum_cache_t_1)
+                    m_schedule_next=m_schedule_new * momentum_cache_t_1,
+                    beta_2_power=K.pow(self.beta_2, t))
 
     def _fused(self, p, g, slots, step):
-        # No kernel for Nadam: the moving averages in place, then the formula's step.
-        m_t, v_t = self._moments_in_place(slots, g)
-        return [K.update_sub(p, self._step(g, m_t, v_t, step))]
+        def in_place():  # the moving averages in place, then the formula's step
+            m_t, v_t = self._moments_in_place(slots, g)
+            return [K.update_sub(p, self._step(g, m_t, v_t, step))]
+        return kernel_or(lambda k: k.nadam(
+            p, slots['m'], slots['v'], step.momentum_cache_t, step.momentum_cache_t_1,
+            step.m_schedule_new, step.m_schedule_next, step.beta_2_power, step.lr, self.beta_1,
+            self.beta_2, self.epsilon, g), in_place)
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -309,7 +331,7 @@ class Nadam(AdamBase):
         """What the update subtracts from p, given the new moving averages."""
         g_prime = g / (1. - step.m_schedule_new)
         m_t_prime = m_t / (1. - step.m_schedule_next)
-        v_t_prime = v_t / (1. - K.pow(self.beta_2, step.t))
+        v_t_prime = v_t / (1. - step.beta_2_power)
         m_t_bar = (1. - step.momentum_cache_t) * g_prime + step.momentum_cache_t_1 * m_t_prime
         return step.lr * m_t_bar / (K.sqrt(v_t_prime) + self.epsilon)
 
@@ -385,9 +407,10 @@ class Ftrl(Optimizer):
 class DecoupledWeightDecay(Decays):
     """Decoupled weight decay built into a rule (`AdamW`, `SGDW`, `NadamW`): the same ops as
     `WeightDecay(rule, weight_decay, exclude=exclude_from_weight_decay, scale_by_lr=...)`, so
-    the same results bitwise, with the rule's own `iterations` as the decay schedule's step.
-    See `keras_opt_legacy.WeightDecay` for the semantics; `decayed_params` lists the decayed
-    parameters once the train function is built."""
+    the same results bitwise, with the rule's own `iterations` as the decay schedule's step
+    (AdamW may run a parameter's decay and Adam's step as one op of the kernel library: the
+    same arithmetic, see `_fold_decays`). See `keras_opt_legacy.WeightDecay` for the semantics;
+    `decayed_params` lists the decayed parameters once the train function is built."""
 
     def _init_weight_decay(self, weight_decay, exclude_from_weight_decay, scale_by_lr):
         self.decay_term = DecoupledDecay(weight_decay, exclude_from_weight_decay,
@@ -399,7 +422,13 @@ class DecoupledWeightDecay(Decays):
         return self.decay_term.prepare(
             lambda gradients: rule.prepare_step(gradients, params, rate_factors), grads,
             self.iterations, self.current_rate(), rate_factors, self.step_reads_parameters,
-            self.fused)
+            self.fused, self._fold_decays)
+
+    def _fold_decays(self, coefficients):
+        """The ids of the parameters among `coefficients` ({p: decay coefficient}, those that
+        decay first, in place) whose decay this rule's `_fused` applies in its own kernel pass
+        (see `DecoupledDecay.build`): none here."""
+        return set()
 
     def get_config(self):
         config = super(DecoupledWeightDecay, self).get_config()
@@ -430,6 +459,41 @@ class AdamW(DecoupledWeightDecay, Adam):
                  scale_by_lr=True, **kwargs):
         super(AdamW, self).__init__(lr, beta_1, beta_2, epsilon, decay, amsgrad, **kwargs)
         self._init_weight_decay(weight_decay, exclude_from_weight_decay, scale_by_lr)
+        self._folded = {}  # id(p) -> (p, decay coefficient), while a step is built
+
+    def _fold_decays(self, coefficients):
+        """The decay and Adam's step in one pass -- the kernel library's `adam_w`, bitwise the
+        decay pass then ApplyAdam -- where the step is ApplyAdam's (fused=True, no amsgrad, not
+        lazy, no constraint, the rule not changed by a subclass: `_fused` is called) and the op
+        takes the variables."""
+        self._folded = {}
+        if self.fused and not self.amsgrad and not self.lazy and self._kernel_is_current() \
+                and not ops.keras_update_patched():
+            k = kernels.ops()
+            self._folded = {id(p): (p, c) for p, c in coefficients.items()
+                            if getattr(p, 'constraint', None) is None and
+                            k.accepts('AdamW', p, self._slots[p]['m'], self._slots[p]['v'])}
+        return set(self._folded)
+
+    def _fused(self, p, g, slots, step):
+        if id(p) not in self._folded:
+            return super(AdamW, self)._fused(p, g, slots, step)
+        _, coefficient = self._folded.pop(id(p))
+
+        def separately():  # the decay pass, then ApplyAdam (the library went away meanwhile)
+            decayed = _decay_in_place(p, coefficient)
+            with tf.control_dependencies([decayed]):
+                return [decayed, super(AdamW, self)._fused(p, g, slots, step)]
+        return kernel_or(lambda k: k.adam_w(
+            p, slots['m'], slots['v'], step.beta_1_power, step.beta_2_power, step.lr,
+            self.beta_1, self.beta_2, self.epsilon, g, coefficient), separately)
+
+    def update_ops(self, grads, params, rate_factors=None):
+        updates = super(AdamW, self).update_ops(grads, params, rate_factors)
+        if self._folded:  # `_fold_decays` offers only parameters that `_fused` steps
+            raise AssertionError('AdamW: the decay of %s was left out of the step'
+                                 % ', '.join(sorted(p.name for p, _ in self._folded.values())))
+        return updates
 
 
 @register

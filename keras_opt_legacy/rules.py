@@ -5,6 +5,13 @@ RAdam, LAMB, LARS, Adafactor, AdaBound/AMSBound, Yogi, AdaBelief, Lion. Ranger i
 Every one takes `decay=` (Keras's legacy decay), `learning_rate=` (alias of `lr=`, which may be a
 schedule), `clipnorm=`, `clipvalue=`, constraints, and saves and loads like the others. `t` below
 is the 1-based step; `epsilon=None` means `K.epsilon()`.
+
+With `fused=True` (the default) every rule but Adafactor runs its op of the package's kernel
+library (`keras_opt_legacy.kernels`: the formula's arithmetic, one pass over the elements; LAMB
+two, LARS its norms then its step), unless a constraint needs the formula graph; without the
+library (not built, KERAS_OPT_LEGACY_KERNELS=0, a GPU) the moving averages are updated in place
+and then the step (LARS: TF's ApplyMomentum kernel, Lion: the formula). `fused=False` always
+builds the formula graph.
 """
 import tensorflow as tf
 from keras import backend as K
@@ -14,7 +21,7 @@ from .base import Optimizer, Step, register
 from .checks import DefaultRate
 from .compat import fused_kernels
 from .decay import check_all_match, patterns
-from .ops import minus, read_after
+from .ops import kernel_or, minus, read_after
 from .optimizers import AdamBase
 
 
@@ -85,9 +92,13 @@ class RAdam(AdamBase):
                        lambda: step.adaptive_rate * m_t / (K.sqrt(v_t) + self.epsilon),
                        lambda: step.momentum_rate * m_t)
 
-    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
-        m_t, v_t = self._moments_in_place(slots, g)
-        return [K.update_sub(p, self._update(m_t, v_t, step))]
+    def _fused(self, p, g, slots, step):
+        def in_place():  # the moving averages in place, then the step
+            m_t, v_t = self._moments_in_place(slots, g)
+            return [K.update_sub(p, self._update(m_t, v_t, step))]
+        return kernel_or(lambda k: k.radam(p, slots['m'], slots['v'], step.adaptive_rate,
+                                           step.momentum_rate, step.rectified, self.beta_1,
+                                           self.beta_2, self.epsilon, g), in_place)
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -122,22 +133,41 @@ class LAMB(_Named, AdamBase):
                                        if exclude_from_layer_adaptation is not None
                                        else 'exclude_from_weight_decay')
 
+    def _decays(self, p):
+        return self.weight_decay_rate > 0 and not self._matches('exclude_from_weight_decay', p)
+
+    @staticmethod
+    def _ratio(w_norm, r_norm):
+        """The trust ratio ||p|| / ||r||, 1 where a norm is 0."""
+        return tf.where(tf.logical_and(w_norm > 0., r_norm > 0.), w_norm / r_norm,
+                        tf.ones_like(w_norm))
+
     def _update(self, p, m_t, v_t, step):
         m_hat = m_t / (1. - step.beta_1_power)
         v_hat = v_t / (1. - step.beta_2_power)
         r = m_hat / (K.sqrt(v_hat) + self.epsilon)
-        if self.weight_decay_rate > 0 and not self._matches('exclude_from_weight_decay', p):
+        if self._decays(p):
             r += self.weight_decay_rate * p
         if self._matches(self._adaptation_exclusions, p):
             return step.lr * r
-        w_norm, r_norm = _norm(p), _norm(r)
-        ratio = tf.where(tf.logical_and(w_norm > 0., r_norm > 0.), w_norm / r_norm,
-                         tf.ones_like(w_norm))
-        return step.lr * ratio * r
+        return step.lr * self._ratio(_norm(p), _norm(r)) * r
 
-    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
-        m_t, v_t = self._moments_in_place(slots, g)
-        return [K.update_sub(p, self._update(p, m_t, v_t, step))]
+    def _fused(self, p, g, slots, step):
+        def two_passes(k):  # m, v, r and the norms; then p -= (lr * ratio) * r
+            moments = k.lamb_moments(p, slots['m'], slots['v'], step.beta_1_power,
+                                     step.beta_2_power, self.beta_1, self.beta_2, self.epsilon,
+                                     self.weight_decay_rate if self._decays(p) else 0., g)
+            if moments is None:
+                return None
+            w_norm, r_norm, r = moments
+            ratio = 1. if self._matches(self._adaptation_exclusions, p) else \
+                self._ratio(w_norm, r_norm)
+            return [k.lamb_update(p, step.lr, ratio, r)]
+
+        def in_place():  # the moving averages in place, then the step
+            m_t, v_t = self._moments_in_place(slots, g)
+            return [K.update_sub(p, self._update(p, m_t, v_t, step))]
+        return kernel_or(two_passes, in_place)
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -152,7 +182,9 @@ class LARS(Optimizer):
     a `skip_list` entry is a substring of the parameter's name, trust = eeta ||w|| / (||g|| + wd
     ||w|| + eps) (1 when a norm is 0), g += wd w and the rate is lr trust; then TF's momentum
     step mom = momentum mom + rate g, w -= mom (Nesterov: w -= rate g + momentum mom). With
-    `fused=True` the momentum step is TF's ApplyMomentum kernel, as tf.contrib runs it.
+    `fused=True` the two norms are one op of the kernel library (one pass, sums in double) and
+    the decay and momentum step another (`lars_momentum`: one pass); without the library the
+    momentum step is TF's ApplyMomentum kernel, as tf.contrib runs it.
     TensorFlow 1.14's LARSOptimizer is an earlier version (it leaves the weight decay out of the
     gradient and keeps the momentum of the unscaled gradient); this rule is 1.15's on every TF."""
 
@@ -174,21 +206,38 @@ class LARS(Optimizer):
         self.skip_list = skip_list
         self._config['skip_list'] = 'skip_list'
 
-    def _scaled(self, p, g, lr):
-        """tf.contrib's `compute_lr`: the rate and the gradient of `p`."""
-        if self.skip_list is not None and any(s in p.name for s in self.skip_list):
-            return lr, g
-        w_norm, g_norm = _norm(p), _norm(g)
-        trust = tf.where(w_norm > 0., tf.where(
+    def _skips(self, p):
+        return self.skip_list is not None and any(s in p.name for s in self.skip_list)
+
+    def _trust(self, w_norm, g_norm):
+        """The trust ratio eeta ||w|| / (||g|| + wd ||w|| + eps), 1 where a norm is 0."""
+        return tf.where(w_norm > 0., tf.where(
             g_norm > 0., self.eeta * w_norm / (g_norm + self.weight_decay * w_norm +
                                                self.epsilon), 1.), 1.)
-        return lr * trust, g + self.weight_decay * p
+
+    def _scaled(self, p, g, lr):
+        """tf.contrib's `compute_lr`: the rate and the gradient of `p`."""
+        if self._skips(p):
+            return lr, g
+        return lr * self._trust(_norm(p), _norm(g)), g + self.weight_decay * p
 
     def _fused(self, p, g, slots, step):
-        rate, g = self._scaled(p, g, step.lr)
-        return fused_kernels().apply_momentum(
-            p, slots['momentum'], tf.constant(1., p.dtype.base_dtype), g * rate,
-            tf.constant(self.momentum, p.dtype.base_dtype), use_nesterov=self.nesterov)
+        def norms_then_step(k):  # the norms in one pass, then the decay and the step in one
+            if self._skips(p):
+                return k.lars_momentum(p, slots['momentum'], step.lr, g, self.momentum, 0.,
+                                       use_nesterov=self.nesterov)
+            norms = k.norms(p, g)
+            if norms is None:
+                return None
+            return k.lars_momentum(p, slots['momentum'], step.lr * self._trust(*norms), g,
+                                   self.momentum, self.weight_decay, use_nesterov=self.nesterov)
+
+        def on_tf_kernel():
+            rate, scaled = self._scaled(p, g, step.lr)
+            return fused_kernels().apply_momentum(
+                p, slots['momentum'], tf.constant(1., p.dtype.base_dtype), scaled * rate,
+                tf.constant(self.momentum, p.dtype.base_dtype), use_nesterov=self.nesterov)
+        return kernel_or(norms_then_step, on_tf_kernel)
 
     def _apply(self, p, g, slots, step):
         rate, g = self._scaled(p, g, step.lr)
@@ -362,12 +411,22 @@ class AdaBound(AdamBase):
         size = tf.clip_by_value(step.lr_t / (K.sqrt(v_t) + self.epsilon), *self._bounds(step))
         return size * m_t
 
-    def _fused(self, p, g, slots, step):  # the moving averages in place, then the step
-        m_t, v_t = self._moments_in_place(slots, g)
-        if self.amsbound:
-            vhat = slots['vhat']
-            v_t = read_after(vhat, [K.update(vhat, K.maximum(vhat, v_t))])
-        return [K.update_sub(p, self._update(m_t, v_t, step))]
+    def _fused(self, p, g, slots, step):
+        def one_pass(k):
+            lower, upper = self._bounds(step)
+            if self.amsbound:
+                return k.ams_bound(p, slots['m'], slots['v'], slots['vhat'], step.lr_t, lower,
+                                   upper, self.beta_1, self.beta_2, self.epsilon, g)
+            return k.ada_bound(p, slots['m'], slots['v'], step.lr_t, lower, upper, self.beta_1,
+                               self.beta_2, self.epsilon, g)
+
+        def in_place():  # the moving averages in place, then the step
+            m_t, v_t = self._moments_in_place(slots, g)
+            if self.amsbound:
+                vhat = slots['vhat']
+                v_t = read_after(vhat, [K.update(vhat, K.maximum(vhat, v_t))])
+            return [K.update_sub(p, self._update(m_t, v_t, step))]
+        return kernel_or(one_pass, in_place)
 
     def _apply(self, p, g, slots, step):
         m, v = slots['m'], slots['v']
@@ -399,12 +458,20 @@ class Yogi(AdamBase):
     def _slot_initial_value(self, slot_name):
         return self.initial_accumulator_value if slot_name == 'v' else 0.
 
-    def _fused(self, p, g, slots, step):  # the moments in place, then the step
-        m_t = self._moments_in_place(slots, g, second=None) if 'm' in slots else g
-        g2 = K.square(g)
-        v = slots['v']
-        v_t = read_after(v, [K.update_sub(v, (1. - self.beta_2) * K.sign(v - g2) * g2)])
-        return [K.update_sub(p, step.lr_t * m_t / (K.sqrt(v_t) + self.epsilon))]
+    def _fused(self, p, g, slots, step):
+        def one_pass(k):
+            if 'm' not in slots:
+                return k.yogi_no_momentum(p, slots['v'], step.lr_t, self.beta_2, self.epsilon, g)
+            return k.yogi(p, slots['m'], slots['v'], step.lr_t, self.beta_1, self.beta_2,
+                          self.epsilon, g)
+
+        def in_place():  # the moments in place, then the step
+            m_t = self._moments_in_place(slots, g, second=None) if 'm' in slots else g
+            g2 = K.square(g)
+            v = slots['v']
+            v_t = read_after(v, [K.update_sub(v, (1. - self.beta_2) * K.sign(v - g2) * g2)])
+            return [K.update_sub(p, step.lr_t * m_t / (K.sqrt(v_t) + self.epsilon))]
+        return kernel_or(one_pass, in_place)
 
     def _apply(self, p, g, slots, step):
         v = slots['v']
@@ -454,11 +521,22 @@ class AdaBelief(AdamBase):
                        lambda: step.adaptive_rate * m_t / (K.sqrt(s_t) + self.epsilon),
                        lambda: step.momentum_rate * m_t)
 
-    def _fused(self, p, g, slots, step):  # m in place, then s, then the step
-        m_t = self._moments_in_place(slots, g, second=None)
-        s = slots['s']
-        s_t = read_after(s, [K.update(s, self._belief(s, g, m_t))])
-        return [K.update_sub(p, self._update(m_t, s_t, step))]
+    def _fused(self, p, g, slots, step):
+        def one_pass(k):
+            if self.rectify:
+                return k.ada_belief_rectified(p, slots['m'], slots['s'], step.adaptive_rate,
+                                              step.momentum_rate, step.rectified, self.beta_1,
+                                              self.beta_2, self.epsilon, g)
+            return k.ada_belief(p, slots['m'], slots['s'], step.momentum_rate,
+                                K.sqrt(1. - step.beta_2_power), self.beta_1, self.beta_2,
+                                self.epsilon, g)
+
+        def in_place():  # m in place, then s, then the step
+            m_t = self._moments_in_place(slots, g, second=None)
+            s = slots['s']
+            s_t = read_after(s, [K.update(s, self._belief(s, g, m_t))])
+            return [K.update_sub(p, self._update(m_t, s_t, step))]
+        return kernel_or(one_pass, in_place)
 
     def _apply(self, p, g, slots, step):
         m, s = slots['m'], slots['s']
@@ -481,6 +559,10 @@ class Lion(Optimizer):
         self.beta_1 = self._hyper('beta_1', beta_1, checks.CLOSED_UNIT_INTERVAL)
         self.beta_2 = self._hyper('beta_2', beta_2, checks.CLOSED_UNIT_INTERVAL)
         self.weight_decay = self._hyper('weight_decay', weight_decay)
+
+    def _fused(self, p, g, slots, step):  # one pass; else (None) the formula graph
+        return kernel_or(lambda k: k.lion(p, slots['m'], step.lr, self.beta_1, 1. - self.beta_1,
+                                          self.beta_2, 1. - self.beta_2, self.weight_decay, g))
 
     def _apply(self, p, g, slots, step):
         m = slots['m']

@@ -4,12 +4,23 @@ Eigen, TF's CPU thread pool; see kol_kernels.h). The arithmetic is the rule's fo
 same order, so results equal the formula graph to float rounding (bitwise where the operations
 are the same); scalars that depend on the iteration are inputs, computed in the graph.
 
+The rules use them on their default path (`fused=True`; each `_fused` tries its op first,
+through `ops.kernel_or`, and falls back on TF's kernels or its in-place graph where the op is
+None): SGD with momentum (`keras_momentum`), RMSprop (`keras_rms_prop`), Nadam, Adam(amsgrad=
+True) (`adam_amsgrad`), RAdam, AdaBound/AMSBound, Yogi (`yogi_no_momentum` with beta_1 = 0),
+AdaBelief (`ada_belief_rectified` with rectify=True), Lion, LAMB (`lamb_moments` then
+`lamb_update`), LARS (`norms` then `lars_momentum`); the decoupled decay in place (`decay`:
+WeightDecay, SGDW, NadamW, AdamW), AdamW's decay with Adam's step in one pass (`adam_w`, where
+that is bitwise the decay pass then ApplyAdam) and the weight averages (`ema`). Plain SGD,
+Adam, Adamax, Adagrad, Adadelta and Ftrl keep TensorFlow's own kernels; Adafactor its formula.
+
 - `library()`: the loaded op module, or None (then use the formula graph);
 - `why_not()`: why `library()` is None (None when it is not);
 - `ops()`: the ops, each picking the ref form (`KolApplyX`: Keras 2.2's tf.Variable) or the
   resource form (`KolResourceApplyX`: Keras 2.3) from its variables, or returning None where the
   formula graph must be used (library missing, variables of mixed kinds, on a GPU, of a dtype
-  other than float16/32/64) -- as `compat.fused_kernels()` does for TF's own kernels.
+  other than float16/32/64) -- as `compat.fused_kernels()` does for TF's own kernels;
+  `ops().accepts(name, *variables)` says so before anything is built.
 
 The library is built by `python -m keras_opt_legacy.kernels.build` (`make kernels`) into a cache
 keyed by TensorFlow version, Python version and sources (see build.py); when it is not there and
@@ -315,28 +326,40 @@ class Kernels(object):
                     functions[attr.replace('_', '')] = getattr(lib, attr)
         return functions[op_name.lower()]
 
-    def _apply(self, name, variables, inputs, **attrs):
-        lib = library()
-        if lib is None:
-            return None
+    def accepts(self, name, *variables):
+        """Whether the op `name` ('AdamW', ...) would update `variables` (see `_usable`), without
+        building anything: for a caller that must decide before it builds the op."""
+        return library() is not None and self._usable(name, variables)
+
+    @staticmethod
+    def _usable(name, variables):
+        """Whether the op `name` can update `variables`: one kind (ref or resource), not on a
+        GPU, one float dtype; the reason it cannot is logged once."""
         kinds = set(_is_resource(v) for v in variables)
         names = ', '.join(getattr(v, 'name', '?') for v in variables)
         if len(kinds) != 1:
             _log_once(logging.INFO, 'keras_opt_legacy kernels: %s mixes ref and resource '
                                     'variables (%s); the formula graph is used' % (name, names))
-            return None
+            return False
         if any(_on_gpu(v) for v in variables):
             _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s is on a GPU or may be (the '
                                        'kernels are CPU only); the formula graph is used' % names)
-            return None
+            return False
         dtype = variables[0].dtype.base_dtype
         if dtype not in FLOAT_TYPES or any(v.dtype.base_dtype != dtype for v in variables):
             _log_once(logging.INFO, 'keras_opt_legacy kernels: no %s kernel for %s (%s); the '
                                     'formula graph is used'
                       % (name, ', '.join(sorted(set(v.dtype.base_dtype.name for v in variables))),
                          names))
+            return False
+        return True
+
+    def _apply(self, name, variables, inputs, **attrs):
+        lib = library()
+        if lib is None or not self._usable(name, variables):
             return None
-        resource = kinds == {True}
+        dtype = variables[0].dtype.base_dtype
+        resource = _is_resource(variables[0])
         op_name = ('KolResourceApply' if resource else 'KolApply') + name
         op_def = next(op for op in lib.OP_LIST.op if op.name == op_name)
         converted = []
