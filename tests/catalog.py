@@ -14,7 +14,13 @@ An entry (`Entry`):
   is built anew for every optimizer made (an inner optimizer, a schedule).
 - `lr`: a learning rate that moves the test problem's weights visibly in 30-40 steps.
 - `fused`: the TensorFlow fused kernel (the op type, e.g. 'ApplyAdam') that the default
-  `fused=True` path runs, or None.
+  `fused=True` path runs without the kernel library (KERAS_OPT_LEGACY_KERNELS=0), or None.
+- `kernel`: for a rule with ops of the package's kernel library (keras_opt_legacy.kernels), a
+  function of the options giving the op types the default `fused=True` path runs on the
+  parameters and slots when the library is usable (`kernel_ops`): the library's ('KolApplyX',
+  'KolNorms') and TF's kernels that remain ('ApplyX'), ref forms (on resource variables
+  'KolResourceApplyX' / 'ResourceApplyX' count as them); None where those options run none
+  of the library's ops (plain SGD, Adam without amsgrad); None for a rule without any.
 - `scalars`: the scalar state listed right after `iterations` in `weights` (Nadam's m_schedule).
 - `slots`: the per-parameter slot names, or a function of the options giving them.
 - `reference`: the NumPy reference class (reference.py), or None.
@@ -88,7 +94,7 @@ class fresh(object):
 
 Option = collections.namedtuple('Option', 'id kwargs kinds')
 _ENTRY_FIELDS = ('name family default options lr fused scalars slots reference keras keras_races '
-                 'space loose_slots slot_applies')
+                 'space loose_slots slot_applies kernel')
 
 
 class Entry(collections.namedtuple('Entry', _ENTRY_FIELDS)):
@@ -121,14 +127,14 @@ def use(kwargs, *kinds, **named):
 
 def _entry(name, family, options=(), default=None, lr=None, fused=None, scalars=(), slots=(),
            reference=None, keras=None, keras_races=False, space=None, loose_slots=(),
-           slot_applies=None):
+           slot_applies=None, kernel=None):
     ids = [o.id for o in options]
     assert len(set(ids)) == len(ids), '%s: option ids repeat: %s' % (name, ids)
     kwargs = [dict(o.kwargs) for o in options]
     assert all(kwargs.count(k) == 1 for k in kwargs), '%s: an option set repeats' % name
     return Entry(name, family, types.MappingProxyType(dict(default or {})), tuple(options), lr,
                  fused, tuple(scalars), slots, reference, keras, keras_races, space,
-                 tuple(loose_slots), slot_applies)
+                 tuple(loose_slots), slot_applies, kernel)
 
 
 def rule(name, **fields):
@@ -173,8 +179,38 @@ def _adam_slots(options):
     return ('m', 'v', 'vhat') if options.get('amsgrad') else ('m', 'v')
 
 
+# The kernel library's ops of each rule (the entries' `kernel`).
+def _ops(*types):
+    return lambda options: frozenset(types)
+
+
+def _sgd_kernel(options):
+    return frozenset(['KolApplyKerasMomentum']) if options.get('momentum', 0.) > 0 else None
+
+
+def _adam_kernel(options):
+    return frozenset(['KolApplyAdamAmsgrad']) if options.get('amsgrad') else None
+
+
+def _decayed(rule_kernel, step_without):
+    """A W rule's: the decay pass (KolApplyDecay), then the rule's kernel (or `step_without`,
+    the TF kernel it keeps)."""
+    return lambda options: frozenset(['KolApplyDecay']) | (
+        rule_kernel(options) or frozenset([step_without]))
+
+
+def _adamw_kernel(options):
+    """Decay and Adam's step in one op (KolApplyAdamW); with amsgrad the decay pass, then
+    Adam(amsgrad)'s op; a parameter excluded from the decay takes ApplyAdam."""
+    if options.get('amsgrad'):
+        return frozenset(['KolApplyDecay', 'KolApplyAdamAmsgrad'])
+    return frozenset(['KolApplyAdamW'] + (['ApplyAdam'] if options.get(
+        'exclude_from_weight_decay') else []))
+
+
 RULES = [
     rule('SGD', lr=0.1, fused='ApplyGradientDescent', slots=_sgd_slots, keras='SGD',
+         kernel=_sgd_kernel,
          space=dict(lr=f32(1e-3, 0.5), momentum=f32(0., 0.99), nesterov=st.booleans()),
          options=[
              use({'momentum': 0.9}, 'all-slots'),
@@ -190,8 +226,10 @@ RULES = [
              use(dict(lr=0.2, momentum=0.5, nesterov=True, decay=0.01, clipnorm=1.), 'config',
                  id='non-default'),
          ]),
-    # Its fused path: Adagrad's kernel (TF 1.15's ApplyAdagradV2) without the accumulator update.
+    # Its fused path: the kernel library's KolApplyKerasRMSProp; without the library, Adagrad's
+    # kernel (TF 1.15's ApplyAdagradV2) without the accumulator update.
     rule('RMSprop', lr=0.01, fused='ApplyAdagradV2', slots=('accumulator',), keras='RMSprop',
+         kernel=_ops('KolApplyKerasRMSProp'),
          space=dict(lr=f32(1e-4, 0.1), rho=UNIT, epsilon=EPSILON),
          options=[
              use({}, 'all-slots', 'accumulation', 'keras-checkpoint'),
@@ -221,6 +259,7 @@ RULES = [
              use(dict(lr=0.5, rho=0.9, epsilon=1e-6), 'config', id='non-default'),
          ]),
     rule('Adam', lr=0.01, fused='ApplyAdam', slots=_adam_slots, keras='Adam', keras_races=True,
+         kernel=_adam_kernel,
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
                     amsgrad=st.booleans()),
          options=[
@@ -245,10 +284,10 @@ RULES = [
              use({'lr': 0.02, 'decay': 0.05}, 'keras', 'determinism'),
              use(dict(lr=0.01, beta_1=0.7, beta_2=0.9, epsilon=1e-3), 'config', id='non-default'),
          ]),
-    # No kernel: the moving averages in place, then the formula's step. Keras 2.2.4's Nadam has
-    # no decay.
+    # The kernel library's KolApplyNadam; without it the moving averages in place, then the
+    # formula's step. Keras 2.2.4's Nadam has no decay.
     rule('Nadam', lr=0.01, scalars=('m_schedule',), slots=('m', 'v'), keras='Nadam',
-         keras_races=True,
+         keras_races=True, kernel=_ops('KolApplyNadam'),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
                     schedule_decay=f32(0., 0.5)),  # wide: its warm-up must visibly matter
          options=[
@@ -285,6 +324,7 @@ RULES = [
     # Decoupled weight decay built into a rule (reference.Decoupled over the rule's reference):
     # the decay in place, then the parent's step, its fused kernel included.
     rule('SGDW', lr=0.1, fused='ApplyGradientDescent', slots=_sgd_slots,
+         kernel=_decayed(_sgd_kernel, 'ApplyGradientDescent'),
          space=dict(lr=f32(1e-3, 0.5), momentum=f32(0., 0.99), nesterov=st.booleans(),
                     weight_decay=WEIGHT_DECAY, scale_by_lr=st.booleans()),
          options=[
@@ -298,7 +338,7 @@ RULES = [
                       weight_decay=0.05, exclude_from_weight_decay=['bias'], scale_by_lr=False),
                  'config', id='non-default'),
          ]),
-    rule('AdamW', lr=0.01, fused='ApplyAdam', slots=_adam_slots,
+    rule('AdamW', lr=0.01, fused='ApplyAdam', slots=_adam_slots, kernel=_adamw_kernel,
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
                     amsgrad=st.booleans(), weight_decay=WEIGHT_DECAY, scale_by_lr=st.booleans()),
          options=[
@@ -316,6 +356,7 @@ RULES = [
                  'config', id='non-default'),
          ]),
     rule('NadamW', lr=0.01, scalars=('m_schedule',), slots=('m', 'v'),
+         kernel=_decayed(_ops('KolApplyNadam'), None),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
                     schedule_decay=f32(0., 0.5), weight_decay=WEIGHT_DECAY,
                     scale_by_lr=st.booleans()),
@@ -350,7 +391,7 @@ def _adabound_slots(options):
 
 NEW_RULES = [
     # Both sides of its threshold: the momentum step for t <= 5, the rectified one from t = 6.
-    rule('RAdam', lr=0.01, slots=('m', 'v'),
+    rule('RAdam', lr=0.01, slots=('m', 'v'), kernel=_ops('KolApplyRAdam'),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON),
          options=[
              use({}, 'all-slots', 'reset'),
@@ -362,6 +403,7 @@ NEW_RULES = [
          ]),
     # The biases start at zero: the trust ratio's zero-norm case on the first step.
     rule('LAMB', lr=0.01, slots=('m', 'v'),
+         kernel=_ops('KolApplyLambMoments', 'KolApplyLambUpdate'),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON,
                     weight_decay_rate=f32(0., 0.5)),
          options=[
@@ -378,6 +420,7 @@ NEW_RULES = [
                       decay=0.1), 'config', id='non-default'),
          ]),
     rule('LARS', lr=5., fused='ApplyMomentum', slots=('momentum',),
+         kernel=_ops('KolNorms', 'KolApplyLarsMomentum'),
          space=dict(lr=f32(0.1, 5.), momentum=f32(0., 0.99), weight_decay=f32(0., 0.1),
                     eeta=f32(1e-3, 0.1), nesterov=st.booleans()),
          options=[
@@ -407,6 +450,8 @@ NEW_RULES = [
                       decay_exponent=0.7), 'config', id='non-default'),
          ]),
     rule('AdaBound', lr=0.01, slots=_adabound_slots, scalars=('initial_lr',),
+         kernel=lambda options: frozenset(['KolApplyAmsBound' if options.get('amsbound')
+                                           else 'KolApplyAdaBound']),
          space=dict(lr=f32(1e-4, 0.1), final_lr=f32(0.01, 1.), beta_1=UNIT, beta_2=BETA_2,
                     gamma=f32(1e-3, 0.5), epsilon=EPSILON, amsbound=st.booleans()),
          options=[
@@ -419,6 +464,8 @@ NEW_RULES = [
                       amsbound=True, decay=0.1), 'config', id='non-default'),
          ]),
     rule('Yogi', lr=0.01, slots=lambda options: ('m', 'v') if options.get('beta_1', 0.9) else ('v',),
+         kernel=lambda options: frozenset(['KolApplyYogi' if options.get('beta_1', 0.9)
+                                           else 'KolApplyYogiNoMomentum']),
          space=dict(lr=f32(1e-3, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-3, 0.1),
                     initial_accumulator_value=f32(1e-6, 0.1)),
          options=[
@@ -426,6 +473,7 @@ NEW_RULES = [
              use({'lr': 0.01}, 'reference'),
              use({'lr': 0.01, 'beta_2': 0.9, 'initial_accumulator_value': 0.1}, 'reference',
                  'resume'),
+             use({'lr': 0.01, 'beta_1': 0.}, 'reference', id='no-momentum'),  # no m slot
              use({'lr': 0.01, 'decay': 0.05}, 'determinism'),
              use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-2,
                       initial_accumulator_value=0.01, decay=0.1), 'config', id='non-default'),
@@ -435,6 +483,8 @@ NEW_RULES = [
     # eps that alone changes the step many-fold (float32, not the optimizer: as Adam's BETA_2).
     # The property test draws eps from 1e-6 on; the reference test covers the default 1e-16.
     rule('AdaBelief', lr=0.01, slots=('m', 's'),
+         kernel=lambda options: frozenset(['KolApplyAdaBeliefRectified' if options.get('rectify')
+                                           else 'KolApplyAdaBelief']),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-6, 1e-3),
                     rectify=st.booleans()),
          options=[
@@ -446,7 +496,7 @@ NEW_RULES = [
              use(dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-10, rectify=True, decay=0.1),
                  'config', id='non-default'),
          ]),
-    rule('Lion', lr=0.002, slots=('m',),
+    rule('Lion', lr=0.002, slots=('m',), kernel=_ops('KolApplyLion'),
          space=dict(lr=f32(1e-4, 0.01), beta_1=UNIT, beta_2=UNIT, weight_decay=f32(0., 0.5)),
          options=[
              use({}, 'all-slots', 'reset'),
@@ -647,6 +697,15 @@ def make_case(case, **extra):
     """`make` for a case id '<name>-<option id>'."""
     found, option = lookup(case)
     return make(found, option, **extra)
+
+
+def kernel_ops(entry_, options=None):
+    """The op types (a frozenset) the default path of `entry_` with `options` runs on its
+    parameters and slots when the kernel library is usable (see `kernel`), or None where it
+    runs none of the library's ops."""
+    found = entry(entry_)
+    options = found.default if options is None else options
+    return None if found.kernel is None else found.kernel(options)
 
 
 def has_slot(entry_, options, slot, shape):

@@ -12,14 +12,17 @@ import reference
 STEPS, RUNS = 40, 5
 
 # Every case (catalog kind 'determinism') reads `iterations` (legacy decay, bias corrections)
-# and writes several slots. Each runs on both paths: the default (TF's fused kernel where one
-# exists, in-place updates elsewhere) and fused=False (the formula graph).
-# In the version matrix: the rules on a TF kernel or Keras's counterpart (the ordering of their
-# kernels on ref vs resource variables); the others share the in-place and formula paths.
+# and writes several slots. Each runs on both paths: the default (the kernel library's op or
+# TF's fused kernel where one exists, in-place updates elsewhere) and fused=False (the formula
+# graph).
+# In the version matrix: the rules on a TF kernel, on the library's or with Keras's counterpart
+# (the ordering of their kernels on ref vs resource variables); the others share the in-place
+# and formula paths.
 CASES = [pytest.param(entry, dict(option.kwargs, **path),
                       id=catalog.case_id(entry, option) + suffix)
          for entry, option in catalog.options_of('determinism')
-         if not catalog.MATRIX or entry.keras or entry.fused
+         if not catalog.MATRIX or entry.keras or entry.fused or
+         catalog.kernel_ops(entry, option.kwargs) is not None
          for path, suffix in [({}, ''), ({'fused': False}, '-formula')]]
 
 

@@ -3,7 +3,9 @@ fused=False, once Keras's races are removed) and TensorFlow 1.15's tf.train opti
 graph (bitwise where ours runs the same fused kernel with the same inputs).
 
 Both of our paths are compared: fused=False (the Keras-formula graph) and fused=True (the default:
-TF's fused kernel for plain SGD, Adam, Adamax, Adadelta and Ftrl; the formula elsewhere)."""
+TF's fused kernel for plain SGD, Adam, Adamax, Adadelta and Ftrl; the kernel library's op for
+momentum SGD, RMSprop, Nadam and Adam(amsgrad=True), the formula's arithmetic in one pass; with
+KERAS_OPT_LEGACY_KERNELS=0 TF's kernels in part or in-place updates)."""
 import numpy as np
 import pytest
 import keras

@@ -23,7 +23,8 @@ OWN_OPTIONS = {entry.name: [dict(option.kwargs) for e, option in catalog.options
 # Options every optimizer takes from the base class, with its `lr`.
 SHARED_OPTIONS = [{'decay': 0.05}, {'clipnorm': 0.05}, {'clipvalue': 0.02}, {'constraint': True}]
 
-# Both paths: TF's fused kernels (the default, where one exists) and the plain formula graph.
+# Both paths: the default (the kernel library's ops, TF's fused kernels where a rule keeps
+# them; with KERAS_OPT_LEGACY_KERNELS=0 the rules' fallback) and the plain formula graph.
 # In the version matrix the shared options run on the rules with a TF kernel (ref and resource
 # variables take different kernels there); the others share the formula path they all use.
 CASES = [(entry.name, dict(options, fused=fused))
@@ -87,7 +88,10 @@ def in_this_tensorflow(kernel):
 
 
 @pytest.mark.parametrize('name, kernel', [(e.name, e.fused) for e in catalog.rules() if e.fused])
-def test_fused_uses_tensorflows_kernel_and_plain_does_not(name, kernel):
+def test_fused_uses_tensorflows_kernel_and_plain_does_not(name, kernel, monkeypatch):
+    """Without the kernel library (KERAS_OPT_LEGACY_KERNELS=0: the rules' fallback); with it,
+    tests/test_kernel_wiring.py checks the ops each path runs."""
+    monkeypatch.setenv('KERAS_OPT_LEGACY_KERNELS', '0')
     for fused in (True, False):
         K.clear_session()
         model = problems.mlp()
