@@ -157,7 +157,8 @@ test: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP) kernels
 # to stay in its time budget; the whole suite passes both ways (README).
 NO_KERNELS_TESTS ?= tests
 FALLBACK_TESTS := tests/test_reference_match.py tests/test_determinism.py tests/test_sparse.py \
-  tests/test_kernels.py tests/test_rules.py tests/test_weight_decay.py tests/test_averaging.py
+  tests/test_kernels.py tests/test_kernel_wiring.py tests/test_rules.py tests/test_weight_decay.py \
+  tests/test_averaging.py
 test-no-kernels: $(STAMP) $(HOROVOD_STAMP) $(CLIENTS_STAMP)
 	KERAS_OPT_LEGACY_KERNELS=0 REQUIRE_HOROVOD=1 REQUIRE_CLIENTS=1 \
 	  KOL_CROSS_PYTHON=$(CROSS_PYTHON) $(VPY) -m pytest $(NO_KERNELS_TESTS) $(PYTEST_ARGS)
@@ -273,7 +274,7 @@ MATRIX_TESTS ?= tests/test_compat.py tests/test_cross_version.py tests/test_refe
   tests/test_averaging.py::test_update_batch_norm_takes_what_keras_feeds_its_moving_averages \
   tests/test_averaging.py::test_swap_weights_restores_every_weight_bitwise_also_on_an_exception \
   tests/test_averaging.py::test_ema_follows_the_numpy_reference \
-  tests/test_rules.py::test_lars_is_tf_contrib_lars tests/test_kernels.py
+  tests/test_rules.py::test_lars_is_tf_contrib_lars tests/test_kernels.py tests/test_kernel_wiring.py
 # The combinations outside MATRIX_FULL run MATRIX_LIGHT_TESTS: MATRIX_FULL covers each
 # TensorFlow x Keras 2.2/2.3 pairing on 3.7 (the kernels, variables and training loops that
 # differ); Keras 2.2.5 (2.2.4's optimizers and saving, a few fixes) and Python 3.6 (the same
