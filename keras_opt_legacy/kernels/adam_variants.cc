@@ -60,14 +60,32 @@ KOL_REGISTER(RAdam)
 
 // AdaBound: Adam's m, v; size = clip_by_value(lr_t/(sqrt(v)+eps), lower, upper)
 // (Minimum(_, upper), then Maximum(_, lower)); p <- p - size*m.
+// AMSBound: the same with vhat <- max(vhat, v) in place of v in the step size.
 template <bool amsbound>
-struct Bound {
+struct Bound : NoAttrs {
+  using NoAttrs::NoAttrs;
+  static OpSpec Spec() {
+    std::vector<const char*> variables = {"var", "m", "v"};
+    if (amsbound) variables.push_back("vhat");
+    return {variables,
+            {{"lr_t", 's'},
+             {"lower", 's'},
+             {"upper", 's'},
+             {"beta_1", 's'},
+             {"beta_2", 's'},
+             {"epsilon", 's'},
+             {"grad", 't'}},
+            {},
+            {},
+            true};
+  }
+
   template <typename T>
-  static void Run(OpKernelContext* ctx, const Args<T>& a) {
+  void Run(OpKernelContext* ctx, const Args<T>& a) const {
     T* p = a.var[0];
     T* m = a.var[1];
     T* v = a.var[2];
-    T* vhat = a.var[3];  // AMSBound only
+    T* vhat = amsbound ? a.var[3] : nullptr;
     const T lr_t = a.s(0), lower = a.s(1), upper = a.s(2), b1 = a.s(3), b2 = a.s(4),
             eps = a.s(5);
     const T* g = a.t(6);
@@ -93,50 +111,9 @@ struct Bound {
                  });
   }
 };
-
-struct AdaBound : NoAttrs {
-  using NoAttrs::NoAttrs;
-  static OpSpec Spec() {
-    return {{"var", "m", "v"},
-            {{"lr_t", 's'},
-             {"lower", 's'},
-             {"upper", 's'},
-             {"beta_1", 's'},
-             {"beta_2", 's'},
-             {"epsilon", 's'},
-             {"grad", 't'}},
-            {},
-            {},
-            true};
-  }
-  template <typename T>
-  void Run(OpKernelContext* ctx, const Args<T>& a) const {
-    Bound<false>::Run(ctx, a);
-  }
-};
+using AdaBound = Bound<false>;
+using AmsBound = Bound<true>;
 KOL_REGISTER(AdaBound)
-
-// AMSBound: AdaBound with vhat <- max(vhat, v) in place of v in the step size.
-struct AmsBound : NoAttrs {
-  using NoAttrs::NoAttrs;
-  static OpSpec Spec() {
-    return {{"var", "m", "v", "vhat"},
-            {{"lr_t", 's'},
-             {"lower", 's'},
-             {"upper", 's'},
-             {"beta_1", 's'},
-             {"beta_2", 's'},
-             {"epsilon", 's'},
-             {"grad", 't'}},
-            {},
-            {},
-            true};
-  }
-  template <typename T>
-  void Run(OpKernelContext* ctx, const Args<T>& a) const {
-    Bound<true>::Run(ctx, a);
-  }
-};
 KOL_REGISTER(AmsBound)
 
 // Yogi: v <- v - ((1-b2)*sign(v - g^2))*g^2; m <- b1*m + (1-b1)*g;
