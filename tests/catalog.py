@@ -154,6 +154,21 @@ UNIT = f32(0., 0.999)
 # error of ~1e-11 in m moved a parameter by 2e-3 in a run of this test) -- float32 itself, not
 # the optimizer. From 0.5 on, u and v remember the last gradients over these few steps.
 BETA_2 = f32(0.5, 0.999)
+
+
+def _away_from_rectification(beta_2):
+    """Whether RAdam's rho_t (rules._rectification) stays 0.05 from its threshold 5 over the
+    property tests' steps (t <= 6): near it, float32 (the rule) and float64 (the reference) can
+    take different sides (beta_2 = 0.99899769: rho_5 = 5.005 in float32, 4.996 in float64; a
+    drawn AdaBelief(rectify=True) example failed on it) -- float32, not the optimizer. float32's
+    rho_t is within 0.011 of float64's there (measured over 2e5 values); 5% of the range goes.
+    (The default 0.999, rho_5 = 4.996, is left to the reference tests.)"""
+    rho_inf = 2. / (1. - beta_2) - 1.
+    return all(abs(rho_inf - 2. * t * beta_2 ** t / (1. - beta_2 ** t) - 5.) > 0.05
+               for t in range(1, 7))
+
+
+RECTIFIED_BETA_2 = BETA_2.filter(_away_from_rectification)  # RAdam's, AdaBelief's
 EPSILON = f32(1e-7, 1e-2)
 STRENGTH = f32(0., 0.5)
 
@@ -392,7 +407,7 @@ def _adabound_slots(options):
 NEW_RULES = [
     # Both sides of its threshold: the momentum step for t <= 5, the rectified one from t = 6.
     rule('RAdam', lr=0.01, slots=('m', 'v'), kernel=_ops('KolApplyRAdam'),
-         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=EPSILON),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=RECTIFIED_BETA_2, epsilon=EPSILON),
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference', 'resume'),
@@ -485,8 +500,8 @@ NEW_RULES = [
     rule('AdaBelief', lr=0.01, slots=('m', 's'),
          kernel=lambda options: frozenset(['KolApplyAdaBeliefRectified' if options.get('rectify')
                                            else 'KolApplyAdaBelief']),
-         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-6, 1e-3),
-                    rectify=st.booleans()),
+         space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=RECTIFIED_BETA_2,
+                    epsilon=f32(1e-6, 1e-3), rectify=st.booleans()),
          options=[
              use({}, 'all-slots', 'reset'),
              use({'lr': 0.01}, 'reference'),
