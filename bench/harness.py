@@ -2,6 +2,7 @@
 
 Run directly (`python bench/harness.py`) for a one-second self-demo.
 """
+import contextlib
 import json
 import os
 import platform
@@ -115,6 +116,29 @@ def write_results(name, data, markdown):
     with open(base + '.md', 'w') as f:
         f.write(markdown.rstrip() + '\n')
     return base + '.json', base + '.md'
+
+
+@contextlib.contextmanager
+def kernels_off(off=True):
+    """With `off`, KERAS_OPT_LEGACY_KERNELS=0 while the block builds a graph: the package's
+    update paths without its kernel library (checked at every op built), as before issue 20."""
+    if not off:
+        yield
+        return
+    saved = os.environ.get('KERAS_OPT_LEGACY_KERNELS')
+    os.environ['KERAS_OPT_LEGACY_KERNELS'] = '0'
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ['KERAS_OPT_LEGACY_KERNELS']
+        else:
+            os.environ['KERAS_OPT_LEGACY_KERNELS'] = saved
+
+
+def library_ops(graph):
+    """The ops of keras_opt_legacy's kernel library in `graph` (their count)."""
+    return sum(1 for op in graph.get_operations() if op.type.startswith('Kol'))
 
 
 def quiet_tensorflow():

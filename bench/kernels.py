@@ -5,15 +5,19 @@ in variables, as bench/optimizer_step.py's "update alone"), against
 - 'TF Adam': TensorFlow's fused Adam (tf.train.AdamOptimizer: ApplyAdam, the issue's yardstick);
 - 'formula': the same rule's formula graph (keras_opt_legacy's optimizer with fused=False, or
   for the averaging/decay ops the package's formula of that step);
-- 'today': what the package runs by default today, where that differs from the formula (SGD
-  momentum, RMSprop and Nadam's fused pieces, LARS on ApplyMomentum, AdamW as a decay pass +
-  ApplyAdam, EMA's two in-place passes, the decay on ApplyGradientDescent);
+- 'today': the package's default path without the library (KERAS_OPT_LEGACY_KERNELS=0 while
+  the graph is built: what it ran before issue 20), where that differs from the formula (SGD
+  momentum, RMSprop and Nadam's fused pieces, the other rules' moving averages in place, LARS
+  on ApplyMomentum, AdamW as a decay pass + ApplyAdam, EMA's two in-place passes, the decay on
+  ApplyGradientDescent);
 - 'TF own': TensorFlow's own kernel of a related rule with the same traffic, for momentum SGD
   (ApplyMomentum) and RMSprop (ApplyRMSProp, which also moves a momentum slot).
 
-The kernel candidate is the package's optimizer with the op as its `_fused` (set on the
-instance: what wiring the ops will give), so it is the whole update: the rule's step values
-computed in the graph, the step counted, the package's ordering.
+The kernel candidate is the package's optimizer on its default path with the library (the
+rules run its ops), so it is the whole update: the rule's step values computed in the graph,
+the step counted, the package's ordering; for EMA and Decay the package's in-place step
+(`ops.average_in_place(exact=False)`, the decay of decay.py), with and without the library. The
+kernel candidate must hold ops of the library and the others none (checked).
 Each rule's candidates are timed interleaved (bench/harness.py: rounds of shuffled blocks of
 calls, medians, per-round paired ratios). Effective GB/s = the bytes a one-pass update must move
 (every array read or written once, float32) / median time, next to the machine's NumPy copy
@@ -65,100 +69,46 @@ RULES = list(BYTES)
 
 # ---- the candidates --------------------------------------------------------------------------
 
-def rule_specs(tf, K, kol, kernels):
-    """rule -> dict(make=factory of the package's optimizer (fused=...), fused=function(o, p, g,
-    slots, step) -> the kernel op: what the rule's `_fused` will be, today=whether the default
-    path differs from the formula, tf_own=factory of TensorFlow's related optimizer)."""
-    k = kernels.ops()
-
-    def lamb(o, p, g, slots, s):
-        w_norm, r_norm, r = k.lamb_moments(p, slots['m'], slots['v'], s.beta_1_power,
-                                           s.beta_2_power, o.beta_1, o.beta_2, o.epsilon,
-                                           o.weight_decay_rate, g)
-        ratio = tf.where(tf.logical_and(w_norm > 0., r_norm > 0.), w_norm / r_norm,
-                         tf.ones_like(w_norm))
-        return k.lamb_update(p, s.lr, ratio, r)
-
-    def lars(o, p, g, slots, s):
-        w_norm, g_norm = k.norms(p, g)
-        trust = tf.where(w_norm > 0., tf.where(g_norm > 0., o.eeta * w_norm / (
-            g_norm + o.weight_decay * w_norm + o.epsilon), 1.), 1.)
-        return k.lars_momentum(p, slots['momentum'], s.lr * trust, g, o.momentum,
-                               o.weight_decay, use_nesterov=o.nesterov)
-
-    def bound(o, p, g, slots, s):
-        lower, upper = o._bounds(s)
-        if o.amsbound:
-            return k.ams_bound(p, slots['m'], slots['v'], slots['vhat'], s.lr_t, lower, upper,
-                               o.beta_1, o.beta_2, o.epsilon, g)
-        return k.ada_bound(p, slots['m'], slots['v'], s.lr_t, lower, upper, o.beta_1, o.beta_2,
-                           o.epsilon, g)
-
+def rule_specs(tf, K, kol):
+    """rule -> dict(make=factory of the package's optimizer (fused=...), today=whether its path
+    without the library differs from the formula, tf_own=factory of TensorFlow's related
+    optimizer)."""
     return {
         'SGD momentum': dict(
             make=lambda fused=True: kol.SGD(0.01, momentum=0.9, fused=fused), today=True,
-            tf_own=lambda: tf.train.MomentumOptimizer(0.01, 0.9),
-            fused=lambda o, p, g, sl, s: k.keras_momentum(p, sl['moment'], s.lr, g, o.momentum,
-                                                          use_nesterov=o.nesterov)),
+            tf_own=lambda: tf.train.MomentumOptimizer(0.01, 0.9)),
         'SGD nesterov': dict(
             make=lambda fused=True: kol.SGD(0.01, momentum=0.9, nesterov=True, fused=fused),
-            today=True, tf_own=lambda: tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True),
-            fused=lambda o, p, g, sl, s: k.keras_momentum(p, sl['moment'], s.lr, g, o.momentum,
-                                                          use_nesterov=o.nesterov)),
+            today=True, tf_own=lambda: tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True)),
         'RMSprop': dict(
             make=lambda fused=True: kol.RMSprop(fused=fused), today=True,
             tf_own=lambda: tf.train.RMSPropOptimizer(0.001, decay=0.9, momentum=0.,
-                                                     epsilon=1e-7),
-            fused=lambda o, p, g, sl, s: k.keras_rms_prop(p, sl['accumulator'], s.lr, o.rho,
-                                                          o.epsilon, g)),
-        'Nadam': dict(
-            make=lambda fused=True: kol.Nadam(fused=fused), today=True,
-            fused=lambda o, p, g, sl, s: k.nadam(
-                p, sl['m'], sl['v'], s.momentum_cache_t, s.momentum_cache_t_1,
-                s.m_schedule_new, s.m_schedule_next, K.pow(o.beta_2, s.t), s.lr, o.beta_1,
-                o.beta_2, o.epsilon, g)),
-        'Adam amsgrad': dict(
-            make=lambda fused=True: kol.Adam(amsgrad=True, fused=fused),
-            fused=lambda o, p, g, sl, s: k.adam_amsgrad(p, sl['m'], sl['v'], sl['vhat'], s.lr_t,
-                                                        o.beta_1, o.beta_2, o.epsilon, g)),
-        'RAdam': dict(
-            make=lambda fused=True: kol.RAdam(fused=fused),
-            fused=lambda o, p, g, sl, s: k.radam(p, sl['m'], sl['v'], s.adaptive_rate,
-                                                 s.momentum_rate, s.rectified, o.beta_1,
-                                                 o.beta_2, o.epsilon, g)),
-        'AdaBound': dict(make=lambda fused=True: kol.AdaBound(fused=fused), fused=bound),
+                                                     epsilon=1e-7)),
+        'Nadam': dict(make=lambda fused=True: kol.Nadam(fused=fused), today=True),
+        # without the library: the formula graph
+        'Adam amsgrad': dict(make=lambda fused=True: kol.Adam(amsgrad=True, fused=fused)),
+        'RAdam': dict(make=lambda fused=True: kol.RAdam(fused=fused), today=True),
+        'AdaBound': dict(make=lambda fused=True: kol.AdaBound(fused=fused), today=True),
         'AMSBound': dict(make=lambda fused=True: kol.AdaBound(amsbound=True, fused=fused),
-                         fused=bound),
-        'Yogi': dict(
-            make=lambda fused=True: kol.Yogi(fused=fused),
-            fused=lambda o, p, g, sl, s: k.yogi(p, sl['m'], sl['v'], s.lr_t, o.beta_1,
-                                                o.beta_2, o.epsilon, g)),
-        'AdaBelief': dict(
-            make=lambda fused=True: kol.AdaBelief(fused=fused),
-            fused=lambda o, p, g, sl, s: k.ada_belief(
-                p, sl['m'], sl['s'], s.momentum_rate, K.sqrt(1. - s.beta_2_power), o.beta_1,
-                o.beta_2, o.epsilon, g)),
+                         today=True),
+        'Yogi': dict(make=lambda fused=True: kol.Yogi(fused=fused), today=True),
+        'AdaBelief': dict(make=lambda fused=True: kol.AdaBelief(fused=fused), today=True),
         'AdaBelief rectify': dict(
-            make=lambda fused=True: kol.AdaBelief(rectify=True, fused=fused),
-            fused=lambda o, p, g, sl, s: k.ada_belief_rectified(
-                p, sl['m'], sl['s'], s.adaptive_rate, s.momentum_rate, s.rectified, o.beta_1,
-                o.beta_2, o.epsilon, g)),
-        'Lion': dict(
-            make=lambda fused=True: kol.Lion(fused=fused),
-            fused=lambda o, p, g, sl, s: k.lion(p, sl['m'], s.lr, o.beta_1, 1. - o.beta_1,
-                                                o.beta_2, 1. - o.beta_2, o.weight_decay, g)),
+            make=lambda fused=True: kol.AdaBelief(rectify=True, fused=fused), today=True),
+        'Lion': dict(make=lambda fused=True: kol.Lion(fused=fused)),  # without: the formula
         'LAMB': dict(make=lambda fused=True: kol.LAMB(weight_decay_rate=0.01, fused=fused),
-                     fused=lamb),
-        'LARS': dict(make=lambda fused=True: kol.LARS(fused=fused), today=True, fused=lars),
+                     today=True),
+        'LARS': dict(make=lambda fused=True: kol.LARS(fused=fused), today=True),
     }
 
 
 class Update(object):
     """One candidate's update alone, in its own graph and session (as optimizer_step.UpdateOnly):
     variables of the model's shapes, gradients held in variables. `build(params, grads)` returns
-    the update op(s)."""
+    the update op(s), built with the kernel library unless `library` is False
+    (KERAS_OPT_LEGACY_KERNELS=0: the package's path before issue 20)."""
 
-    def __init__(self, kind, build, libs):
+    def __init__(self, kind, build, libs, library=True):
         import numpy as np
         tf, keras, _ = libs
         from keras import backend as K
@@ -174,9 +124,11 @@ class Update(object):
                          for i, shape in enumerate(shapes)]
                 before = len(self.graph.get_operations())
                 started = time.perf_counter()
-                update = build(params, grads)
+                with harness.kernels_off(not library):
+                    update = build(params, grads)
                 self.build_seconds = time.perf_counter() - started
                 self.ops = len(self.graph.get_operations()) - before
+                self.library_ops = harness.library_ops(self.graph)
                 self.session.run(tf.global_variables_initializer())
                 self.step = self.session.make_callable(tf.group(*update) if isinstance(
                     update, (list, tuple)) else update)
@@ -186,10 +138,18 @@ class Update(object):
         self.session.close()
 
 
-def candidates(name, libs, kernels):
-    """label -> build function for rule `name`."""
+# label -> whether the candidate is built with the kernel library (the others: without it)
+WITH_LIBRARY = {'kernel': True, 'today': False, 'formula': False, 'TF Adam': False,
+                'TF own': False}
+
+
+def candidates(name, libs):
+    """label -> build function for rule `name`: 'kernel', the package's default path (the
+    kernel library's op, as the rules run it); 'today', the same without the library; 'formula',
+    fused=False; 'TF Adam' and 'TF own'."""
     tf, keras, kol = libs
     from keras import backend as K
+    from keras_opt_legacy import decay as kdecay, ops
     out = {}
 
     def apply(make):
@@ -199,60 +159,33 @@ def candidates(name, libs, kernels):
 
     out['TF Adam'] = lambda params, grads: tf.train.AdamOptimizer(
         0.001, 0.9, 0.999, 1e-7).apply_gradients(list(zip(grads, params)))
-    if name == 'EMA':
-        def kernel(params, grads):
+    if name == 'EMA':  # the averaging wrappers' step: ops.average_in_place(exact=False)
+        def average(params, grads):
             averages = [tf.Variable(tf.zeros(K.int_shape(p)), name='average') for p in params]
             decay = tf.constant(0.999)
-            return [kernels.ops().ema(a, decay, p) for a, p in zip(averages, params)]
-
-        def today(params, grads):
-            from keras_opt_legacy import ops
-            averages = [tf.Variable(tf.zeros(K.int_shape(p)), name='average') for p in params]
-            decay = tf.constant(0.999)
-            return [ops.average_in_place(a, decay, p) for a, p in zip(averages, params)]
+            return [ops.average_in_place(a, decay, p, exact=False)
+                    for a, p in zip(averages, params)]
 
         def formula(params, grads):
-            from keras_opt_legacy import ops
             averages = [tf.Variable(tf.zeros(K.int_shape(p)), name='average') for p in params]
             decay = tf.constant(0.999)
             return ops.assign_all([(a, decay * a + (1. - decay) * p)
                                    for a, p in zip(averages, params)])
-        out.update(kernel=kernel, formula=formula, today=today)
+        out.update(kernel=average, formula=formula, today=average)
         return out
-    if name == 'Decay':
+    if name == 'Decay':  # the decoupled decay in place (WeightDecay, SGDW, NadamW)
         coefficient = lambda: tf.constant(1e-5)  # noqa: E731
-        out['kernel'] = lambda params, grads: [kernels.ops().decay(p, coefficient())
-                                               for p in params]
+        out['kernel'] = out['today'] = lambda params, grads: [
+            kdecay._decay_in_place(p, coefficient()) for p in params]
         out['formula'] = lambda params, grads: [tf.assign_sub(p, coefficient() * p)
                                                 for p in params]
-        from keras_opt_legacy import ops
-        out['today'] = lambda params, grads: [ops.descend(p, coefficient(), p) for p in params]
         return out
-    if name == 'AdamW':
-        def kernel(params, grads):
-            o = kol.Adam()
-            slots = [(tf.Variable(tf.zeros(K.int_shape(p)), name='m'),
-                      tf.Variable(tf.zeros(K.int_shape(p)), name='v')) for p in params]
-            t = K.cast(o.iterations, 'float32') + 1
-            s = o._step_values(o._learning_rate_at(o.iterations), t)
-            c = s.lr * 0.01
-            updates = [kernels.ops().adam_w(p, m, v, s.beta_1_power, s.beta_2_power, s.lr,
-                                            o.beta_1, o.beta_2, o.epsilon, g, c)
-                       for p, g, (m, v) in zip(params, grads, slots)]
-            with tf.control_dependencies(updates):
-                return updates + [K.update_add(o.iterations, 1)]
-        out['kernel'] = kernel
+    if name == 'AdamW':  # the decay and Adam's step in one pass (without: two passes)
+        out['kernel'] = out['today'] = apply(lambda: kol.AdamW(weight_decay=0.01))
         out['formula'] = apply(lambda: kol.AdamW(weight_decay=0.01, fused=False))
-        out['today'] = apply(lambda: kol.AdamW(weight_decay=0.01))
         return out
-    spec = rule_specs(tf, K, kol, kernels)[name]
-
-    def kernel(params, grads):  # the optimizer with the kernel as its `_fused`
-        o = spec['make']()
-        o._kernel_is_current = lambda: True
-        o._fused = lambda p, g, slots, step: spec['fused'](o, p, g, slots, step)
-        return o.apply_gradients(list(zip(grads, params)))
-    out['kernel'] = kernel
+    spec = rule_specs(tf, K, kol)[name]
+    out['kernel'] = apply(lambda: spec['make']())
     out['formula'] = apply(lambda: spec['make'](fused=False))
     if spec.get('today'):
         out['today'] = apply(lambda: spec['make']())
@@ -264,9 +197,12 @@ def candidates(name, libs, kernels):
 
 # ---- running ---------------------------------------------------------------------------------
 
-def measure_rule(name, kind, libs, kernels, settings):
-    builds = candidates(name, libs, kernels)
-    built = {label: Update(kind, build, libs) for label, build in builds.items()}
+def measure_rule(name, kind, libs, settings):
+    builds = candidates(name, libs)
+    built = {label: Update(kind, build, libs, WITH_LIBRARY[label])
+             for label, build in builds.items()}
+    assert built['kernel'].library_ops > 0, '%s: no op of the kernel library' % name
+    assert all(c.library_ops == 0 for label, c in built.items() if label != 'kernel'), name
     measured = harness.measure({label: c.step for label, c in built.items()},
                                settings['rounds'], settings['warmup'], settings['calls'], SEED)
     ops = {label: c.ops for label, c in built.items()}
@@ -292,9 +228,10 @@ def report(results, kind, params, bandwidth, settings, seconds, command):
         '%s (%d float32 parameters, ref variables as in Keras 2.2), gradients held in variables. '
         'Each rule: its candidates interleaved (%d rounds of %d calls after %d warm-up rounds); '
         'median ms per update, and per-round paired ratios kernel / other (median, IQR). '
-        '"kernel": the op of keras_opt_legacy.kernels with the rule\'s step values computed in '
-        'the graph; "formula": the package\'s optimizer with fused=False; "today": its default '
-        'path before the kernels; "TF Adam": tf.train.AdamOptimizer (ApplyAdam); "TF own": '
+        '"kernel": the package\'s default path, on the ops of keras_opt_legacy.kernels (the '
+        'rule\'s step values computed in the graph); "formula": the package\'s optimizer with '
+        'fused=False; "today": its default path built with KERAS_OPT_LEGACY_KERNELS=0 (before '
+        'issue 20); "TF Adam": tf.train.AdamOptimizer (ApplyAdam); "TF own": '
         'TensorFlow\'s kernel of the related rule (momentum: ApplyMomentum, RMSprop: '
         'ApplyRMSProp). Graph build: the optimizer\'s part of building each update graph (one '
         'measurement each). GB/s: the bytes a one-pass update moves per parameter (below) x '
@@ -357,7 +294,7 @@ def main():
     results = {}
     for name in rules:
         t0 = time.perf_counter()
-        results[name] = measure_rule(name, args.model, libs, kernels, settings)
+        results[name] = measure_rule(name, args.model, libs, settings)
         v = results[name]['versus']
         print('%-18s %5.1f s  kernel %.2f ms  / TF Adam %s  / formula %s%s' % (
             name, time.perf_counter() - t0, results[name]['times']['kernel']['median'] * 1e3,

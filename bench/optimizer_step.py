@@ -5,11 +5,17 @@ and the update's own cost as effective memory bandwidth.
     every candidate in its own tf.Graph + tf.Session, wall-clock AND CPU time of the process):
     - 'ours': keras_opt_legacy's optimizer with default arguments (so, once the package has the
       `fused=` option, fused=True: TF's fused kernel where the arithmetic is Keras's);
+    - 'ours (kernels off)': for the optimizers on the package's kernel library (LIBRARY), the
+      same built with KERAS_OPT_LEGACY_KERNELS=0: its path without the library, as before
+      issue 20 (TF's kernels in part, in-place updates);
     - 'ours fused=False': the same with fused=False, only when the installed package accepts it
       (detected per class: `fused` in the signature, else a try that catches TypeError);
     - 'Keras': `keras.optimizers.X` (Keras 2.2.4 has no Ftrl);
     - 'TF fused': `keras.optimizers.TFOptimizer(tf.train.XOptimizer(...))` (TF's fused training
-      kernels, e.g. ApplyAdam), where TF has one (AdaMax, Nadam and AdamW from tf.contrib.opt);
+      kernels, e.g. ApplyAdam), where TF has one (AdaMax, Nadam, AdamW and LARS from
+      tf.contrib.opt);
+    - 'TF Adam': `TFOptimizer(tf.train.AdamOptimizer())` (ApplyAdam) for every optimizer: the
+      issue 20 yardstick, each rule's step / TF's fused Adam step (Adam's own 'TF fused');
     - 'base': for an extension of one of ours (AdamW, LearningRateMultipliers over Adam,
       ExponentialMovingAverage over Adam), keras_opt_legacy's optimizer without it (kol.Adam),
       so that 'ours / base' is the extension's cost measured in the same interleaved rounds;
@@ -40,8 +46,14 @@ kernel zeroes: what large temporaries cost when the allocator returns them to th
 one update executes (a traced run, after grappler) and the ops the optimizer adds to the graph,
 and each candidate's set-up time (build + first run).
 
+The rules of issue 18 are here too (RAdam ... Lion, Adam amsgrad, SGD nesterov: RULES), and a
+section "Issue 20 targets" sums up each optimizer's step against TF's fused Adam, momentum SGD
+and RMSprop against TF's own kernels, the small model's ours / fused=False, and the set-up
+(build) time with and without the library.
+
 Usage: python bench/optimizer_step.py [--quick] [--optimizers SGD,Adam] [--models mlp,small]
                                       [--small-layers N] [--results NAME]
+       (--optimizers rules: the rules of RULES)
 Results go to bench/results/NAME.json and .md (default optimizer_step: a full run's name; give a
 subset run a name of its own, e.g. --results weight_decay, to keep the full run's files).
 """
@@ -64,8 +76,18 @@ import harness  # noqa: E402
 SEED = 0
 BATCH = 8
 SMALL_LAYERS = 50  # 100 variables: building 200+ layer models for every candidate takes minutes
+RULES = ['SGD nesterov', 'Adam amsgrad', 'RAdam', 'LAMB', 'LARS', 'Adafactor', 'AdaBound',
+         'AMSBound', 'Yogi', 'AdaBelief', 'AdaBelief rectify', 'Lion']
 OPTIMIZERS = ['SGD', 'SGD momentum', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', 'Adamax', 'Nadam',
-              'Ftrl', 'AdamW', 'Adam multipliers', 'Adam EMA']
+              'Ftrl', 'AdamW', 'Adam multipliers', 'Adam EMA'] + RULES
+# On the kernel library by default (keras_opt_legacy.kernels): these get 'ours (kernels off)'.
+LIBRARY = {'SGD momentum', 'SGD nesterov', 'RMSprop', 'Nadam', 'AdamW', 'Adam EMA',
+           'Adam amsgrad', 'RAdam', 'LAMB', 'LARS', 'AdaBound', 'AMSBound', 'Yogi', 'AdaBelief',
+           'AdaBelief rectify', 'Lion'}
+OFF = 'ours (kernels off)'
+# Issue 20's targets: each rule's step <= this x TF's fused Adam step (MLP)
+ADAM_TARGET = dict({name: 1.15 for name in OPTIMIZERS}, LAMB=1.35, LARS=1.35)
+OWN_TARGET = {'SGD momentum': 1.05, 'RMSprop': 1.05}  # x TF's own kernel (its 'TF fused')
 WEIGHT_DECAY = 0.01  # AdamW's (PyTorch's default), scaled by the rate: p -= lr * 0.01 * p
 MULTIPLIERS = {'dense_1/': 0.5}  # the first layer at half the rate
 FULL = dict(rounds=10, warmup=2, calls=4, optimizers=OPTIMIZERS, models=['mlp', 'small'],
@@ -88,22 +110,38 @@ BYTES = {
                   'pass moves 8 more: read p, write p)'),
     'Adam multipliers': (28, "Adam's: the factor is on the rate, a scalar"),
     'Adam EMA': (40, "Adam's 28 + the average's 12 (read p and avg, write avg)"),
+    'SGD nesterov': (20, 'read p, g, m; write m, p'),
+    'Adam amsgrad': (36, 'read p, g, m, v, vhat; write m, v, vhat, p'),
+    'RAdam': (28, 'read p, g, m, v; write m, v, p'),
+    'LAMB': (40, 'two passes: read p, g, m, v, write m, v, r (norms); read p, r, write p'),
+    'LARS': (28, 'norms: read p, g; step: read p, g, m, write m, p'),
+    'Adafactor': (12, 'read p, g; write p (factored second moments: a row and a column per '
+                      'matrix; its RMS and means read g and the update again)'),
+    'AdaBound': (28, 'read p, g, m, v; write m, v, p'),
+    'AMSBound': (36, 'read p, g, m, v, vhat; write m, v, vhat, p'),
+    'Yogi': (28, 'read p, g, m, v; write m, v, p'),
+    'AdaBelief': (28, 'read p, g, m, s; write m, s, p'),
+    'AdaBelief rectify': (28, 'read p, g, m, s; write m, s, p'),
+    'Lion': (20, 'read p, g, m; write m, p'),
 }
 # The extra traffic of an extension over its base, per parameter and step: floor, what it must
 # move (bytes/param); ours, what keras_opt_legacy's graph moves; what, the account of both.
 EXTRA = {
-    # ours: from the ops one update executes (see "Op types"): two in-place
-    # ApplyGradientDescent passes per parameter (ops.average_in_place(exact=False)).
-    'Adam EMA': dict(floor=12, ours=20,
+    # ours: from the ops one update executes (see "Op types"): the kernel library's one pass
+    # (KolApplyEma); without it ('off') two in-place ApplyGradientDescent passes per parameter
+    # (ops.average_in_place(exact=False)).
+    'Adam EMA': dict(floor=12, ours=12, off=20,
                      what='the floor is one read-modify-write of every parameter (read p and '
-                          "avg, write avg); keras_opt_legacy's two in-place passes, avg -= (1 - "
-                          'd) * avg then avg -= -(1 - d) * p, move 20 (read and write avg; read '
-                          'avg and p, write avg); TF\'s EMA: Sub, Mul, AssignSub, about 32 with '
-                          'its temporaries'),
+                          "avg, write avg); keras_opt_legacy's KolApplyEma is that one pass; "
+                          'without the library its two in-place passes, avg -= (1 - d) * avg '
+                          'then avg -= -(1 - d) * p, move 20 (read and write avg; read avg and '
+                          'p, write avg); TF\'s EMA: Sub, Mul, AssignSub, about 32 with its '
+                          'temporaries'),
 }
 EMA_DECAY = 0.999
 BASE = 'Adam'  # the 'base' candidate of every extension: kol.Adam()
-CANDIDATES = ['gradient only', 'ours', 'ours fused=False', 'Keras', 'TF fused', 'base']
+CANDIDATES = ['gradient only', 'ours', OFF, 'ours fused=False', 'Keras', 'TF fused', 'TF Adam',
+              'base']
 
 
 # ---- the optimizers ---------------------------------------------------------------------------
@@ -124,6 +162,7 @@ def optimizer_specs(tf, keras, kol):
             return None
     adamax, nadam = contrib('AdaMaxOptimizer'), contrib('NadamOptimizer')
     adamw = contrib('AdamWOptimizer')
+    lars = contrib('LARSOptimizer')
 
     def adam_ema(fused=True):
         return kol.ExponentialMovingAverage(kol.Adam(fused=fused), decay=EMA_DECAY)
@@ -194,6 +233,29 @@ def optimizer_specs(tf, keras, kol):
                                  base=('kol.Adam()', lambda: kol.Adam()),
                                  note='kol.LearningRateMultipliers(kol.Adam(), %r)'
                                       % (MULTIPLIERS,)),
+        'SGD nesterov': dict(ours=(kol.SGD, dict(lr=0.01, momentum=0.9, nesterov=True)),
+                             keras=lambda: ko.SGD(0.01, momentum=0.9, nesterov=True),
+                             fused=('tf.train.MomentumOptimizer(use_nesterov=True)',
+                                    lambda: tt.MomentumOptimizer(0.01, 0.9, use_nesterov=True)),
+                             note='TF: Nesterov on its accum = mu*accum + g (same traffic)'),
+        'Adam amsgrad': dict(ours=(kol.Adam, dict(amsgrad=True)),
+                             keras=lambda: ko.Adam(amsgrad=True), fused=None, note=''),
+        'RAdam': dict(ours=(kol.RAdam, {}), keras=None, fused=None, note=''),
+        'LAMB': dict(ours=(kol.LAMB, dict(weight_decay_rate=0.01)), keras=None, fused=None,
+                     note='weight_decay_rate=0.01'),
+        'LARS': dict(ours=(kol.LARS, {}), keras=None,
+                     fused=('tf.contrib.opt.LARSOptimizer', lambda: lars(0.01))
+                     if lars else None, note='TF: its norms, then ApplyMomentum'),
+        'Adafactor': dict(ours=(kol.Adafactor, {}), keras=None, fused=None,
+                          note='no op of the kernel library: its formula graph'),
+        'AdaBound': dict(ours=(kol.AdaBound, {}), keras=None, fused=None, note=''),
+        'AMSBound': dict(ours=(kol.AdaBound, dict(amsbound=True)), keras=None, fused=None,
+                         note=''),
+        'Yogi': dict(ours=(kol.Yogi, {}), keras=None, fused=None, note=''),
+        'AdaBelief': dict(ours=(kol.AdaBelief, {}), keras=None, fused=None, note=''),
+        'AdaBelief rectify': dict(ours=(kol.AdaBelief, dict(rectify=True)), keras=None,
+                                  fused=None, note=''),
+        'Lion': dict(ours=(kol.Lion, {}), keras=None, fused=None, note=''),
         'Adam EMA': dict(ours=(adam_ema, {}), keras=None,
                          fused=('tf.train.AdamOptimizer + tf.train.ExponentialMovingAverage(%g)'
                                 % EMA_DECAY, TFAdamEMA),
@@ -256,6 +318,7 @@ class Candidate(object):
                     model._make_train_function()
                     self.function = model.train_function
                 self.ops = len(self.graph.get_operations())
+                self.library_ops = harness.library_ops(self.graph)
                 self.params = model.count_params()
                 self.variables = len(model.trainable_weights)
                 self.build_seconds = time.perf_counter() - started
@@ -316,6 +379,7 @@ class UpdateOnly(object):
                     update = tf.group(*optimizer.get_updates(loss=tf.constant(0.),
                                                              params=params))
                 self.ops = len(self.graph.get_operations()) - before
+                self.library_ops = harness.library_ops(self.graph)
                 self.op_types = Counter(op.type for op in self.graph.get_operations()[before:])
                 self.variables = len(params)
                 self.session.run(tf.global_variables_initializer())
@@ -345,20 +409,35 @@ def accepts_fused(ours, tf):
     return harness.accepts_fused(ours, tf)
 
 
-def group_factories(spec, libs, fused_option):
-    """candidate name -> optimizer factory for one optimizer (only the candidates that exist)."""
-    keras = libs[1]
+def group_factories(name, spec, libs, fused_option, library):
+    """candidate name -> optimizer factory for one optimizer (only the candidates that exist);
+    `library`: whether the kernel library is usable (then OFF for the optimizers on it)."""
+    tf, keras = libs[:2]
     cls, kwargs = spec['ours']
     factories = {'ours': lambda: cls(**kwargs)}
+    if library and name in LIBRARY:
+        factories[OFF] = factories['ours']  # built with KERAS_OPT_LEGACY_KERNELS=0
     if fused_option:
         factories['ours fused=False'] = lambda: cls(fused=False, **kwargs)
     if spec['keras']:
         factories['Keras'] = spec['keras']
     if spec['fused']:
         factories['TF fused'] = lambda: keras.optimizers.TFOptimizer(spec['fused'][1]())
+    if name != 'Adam':  # Adam's 'TF fused' is TF Adam
+        factories['TF Adam'] = lambda: keras.optimizers.TFOptimizer(
+            tf.train.AdamOptimizer(0.001, 0.9, 0.999, 1e-7))
     if spec.get('base'):
         factories['base'] = spec['base'][1]
     return factories
+
+
+def built_as(label, build):
+    """`build()` with the kernel library disabled for the OFF candidate; checks that only
+    'ours' and OFF differ in it."""
+    with harness.kernels_off(label == OFF):
+        candidate = build()
+    assert label == 'ours' or candidate.library_ops == 0, (label, candidate.library_ops)
+    return candidate
 
 
 # ---- measurement ------------------------------------------------------------------------------
@@ -377,14 +456,21 @@ def measure_all(candidates, rounds, warmup, calls, seed=SEED):
 
 PAIRS = (('ours', 'Keras'), ('ours', 'TF fused'), ('ours fused=False', 'Keras'),
          ('ours fused=False', 'ours'), ('TF fused', 'Keras'), ('ours', 'base'),
-         ('TF fused', 'base'))
+         ('TF fused', 'base'), ('ours', 'TF Adam'), ('ours', OFF), (OFF, 'TF Adam'),
+         (OFF, 'TF fused'), ('ours', 'ours fused=False'))
 
 
-def ratio_summary(measured):
-    """clock -> 'a / b' -> spread of the paired per-round ratios a/b (those that exist)."""
-    return {clock: {'%s / %s' % (a, b): harness.ratios(measured[clock], {a: b})[a]
-                    for a, b in PAIRS if a in measured[clock] and b in measured[clock]}
-            for clock in ('wall', 'cpu')}
+def ratio_summary(measured, name=None):
+    """clock -> 'a / b' -> spread of the paired per-round ratios a/b (those that exist; for
+    Adam, 'TF Adam' is its 'TF fused')."""
+    out = {clock: {'%s / %s' % (a, b): harness.ratios(measured[clock], {a: b})[a]
+                   for a, b in PAIRS if a in measured[clock] and b in measured[clock]}
+           for clock in ('wall', 'cpu')}
+    if name == 'Adam':
+        for ratios in out.values():
+            if 'ours / TF fused' in ratios:
+                ratios['ours / TF Adam'] = ratios['ours / TF fused']
+    return out
 
 
 def step_minus_gradient(measured, clock='wall'):
@@ -395,18 +481,19 @@ def step_minus_gradient(measured, clock='wall'):
             for c in r if c != 'gradient only'}
 
 
-def run_group(kind, name, spec, libs, fused_option, gradient, settings):
+def run_group(kind, name, spec, libs, fused_option, gradient, settings, library):
     """One optimizer on one model: (1) train steps, with `gradient` interleaved; (2) the update
     alone (models in settings['update_alone'] only). Each candidate set is built, timed
     interleaved, and closed before the next."""
-    factories = group_factories(spec, libs, fused_option)
+    factories = group_factories(name, spec, libs, fused_option, library)
     built = {'gradient only': gradient}
     for label, factory in factories.items():
-        built[label] = Candidate(kind, factory, libs)
+        built[label] = built_as(label, lambda: Candidate(kind, factory, libs))
     measured = measure_all({label: c.step for label, c in built.items()}, settings['rounds'],
                            settings['warmup'], settings['calls'])
     setup = {label: dict(build_seconds=c.build_seconds, first_run_seconds=c.first_run_seconds,
-                         graph_ops=c.ops) for label, c in built.items()}
+                         graph_ops=c.ops, library_ops=c.library_ops)
+             for label, c in built.items()}
     for label, c in built.items():
         if c is not gradient:
             c.close()
@@ -414,7 +501,8 @@ def run_group(kind, name, spec, libs, fused_option, gradient, settings):
     gc.collect()
     if kind not in settings['update_alone']:
         return measured, None, dict(setup=setup)
-    alone = {label: UpdateOnly(kind, factory, libs) for label, factory in factories.items()}
+    alone = {label: built_as(label, lambda: UpdateOnly(kind, factory, libs))
+             for label, factory in factories.items()}
     update = measure_all({label: c.step for label, c in alone.items()}, settings['rounds'],
                          settings['warmup'], settings['calls'])
     ops = {label: dict(ops=c.ops, per_variable=c.ops / c.variables, types=dict(c.op_types),
@@ -509,7 +597,7 @@ def bandwidth_table(model_results, optimizers, params, reference):
         for c in CANDIDATES[1:]:
             if c not in diff:
                 continue
-            per_param = BYTES[BASE if c == 'base' else name][0]  # base: kol.Adam's traffic
+            per_param = BYTES[BASE if c in ('base', 'TF Adam') else name][0]  # Adam's
             volume = per_param * params
             gbs = lambda t: volume / t / 1e9 if t > 0 else float('nan')  # noqa: E731
             alone, d = g['update']['wall'][c], diff[c]
@@ -545,9 +633,10 @@ def extra_table(model_results, optimizers, params, bandwidth):
             continue
         g, extra = model_results[name], EXTRA[name]
         gbs = lambda bytes_, t: bytes_ * params / t / 1e9 if t > 0 else float('nan')  # noqa
-        for c in ('ours', 'TF fused'):  # ours fused=False - base would count the unfused rule
+        for c in ('ours', OFF, 'TF fused'):  # fused=False - base would count the unfused rule
             if c not in g['update']['wall']:
                 continue
+            moved = {'ours': extra['ours'], OFF: extra.get('off')}.get(c)
             u, st = paired_difference(g['update'], c, 'base'), paired_difference(g['step'], c,
                                                                                  'base')
             lines.append('| %s | %s | %.2f (%.2f-%.2f) | %.1f | %.0f%% | %s | %.2f (%.2f-%.2f) | '
@@ -555,8 +644,8 @@ def extra_table(model_results, optimizers, params, bandwidth):
                              name, c, u['median'] * 1e3, u['q1'] * 1e3, u['q3'] * 1e3,
                              gbs(extra['floor'], u['median']),
                              100 * gbs(extra['floor'], u['median']) / reference,
-                             '%.1f' % gbs(extra['ours'], u['median']) if c != 'TF fused'
-                             else '—', st['median'] * 1e3, st['q1'] * 1e3, st['q3'] * 1e3,
+                             '%.1f' % gbs(moved, u['median']) if moved else '—',
+                             st['median'] * 1e3, st['q1'] * 1e3, st['q3'] * 1e3,
                              gbs(extra['floor'], st['median'])))
     return '\n'.join(lines)
 
@@ -600,8 +689,47 @@ def setup_table(results, optimizers):
     return '\n'.join(lines)
 
 
-STEP_KEYS = ['ours / Keras', 'ours / TF fused', 'ours fused=False / Keras',
-             'ours fused=False / ours', 'ours / base']
+def targets_table(results, optimizers):
+    """Issue 20's targets, per optimizer: the train step (wall-clock, paired ratios) on the MLP
+    against TF's fused Adam (and momentum SGD / RMSprop against TF's own kernel), on the small
+    model against the formula graph (fused=False), the set-up time with and without the
+    library, and the step against the path without the library."""
+    lines = ['| optimizer | MLP: ours / TF Adam | target | MLP: ours / TF own | target | '
+             'MLP: ours / kernels off | small: ours / fused=False | small: ours / kernels off | '
+             'build + first run s, MLP: ours / kernels off | small: ours / kernels off |',
+             '|---|---:|---|---:|---|---:|---:|---:|---:|---:|']
+
+    def ratio(kind, name, key):
+        r = results.get(kind, {}).get(name)
+        return r['step ratios']['wall'].get(key) if r else None
+
+    def verdict(q, target):
+        return '' if q is None else '<= %.2f: %s' % (target, 'yes' if q['median'] <= target
+                                                     else 'NO')
+
+    def setup(kind, name):
+        r = results.get(kind, {}).get(name)
+        if not r or OFF not in r['setup']:
+            return '—'
+        return ' / '.join('%.1f' % (r['setup'][c]['build_seconds'] +
+                                    r['setup'][c]['first_run_seconds']) for c in ('ours', OFF))
+    for name in optimizers:
+        adam, own = ratio('mlp', name, 'ours / TF Adam'), ratio('mlp', name, 'ours / TF fused')
+        cells = [name, spread_cell({'k': adam}, 'k') if adam else '—',
+                 verdict(adam, ADAM_TARGET[name]),
+                 spread_cell({'k': own}, 'k') if own and name in OWN_TARGET else '—',
+                 verdict(own, OWN_TARGET[name]) if name in OWN_TARGET else '']
+        for kind, key in (('mlp', 'ours / %s' % OFF), ('small', 'ours / ours fused=False'),
+                          ('small', 'ours / %s' % OFF)):
+            q = ratio(kind, name, key)
+            cells.append(spread_cell({'k': q}, 'k') if q else '—')
+        cells += [setup('mlp', name), setup('small', name)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+STEP_KEYS = ['ours / TF Adam', 'ours / TF fused', 'ours / %s' % OFF, 'ours / Keras',
+             'ours fused=False / Keras', 'ours fused=False / ours', 'ours / base']
 UPDATE_KEYS = STEP_KEYS + ['TF fused / Keras', 'TF fused / base']
 
 
@@ -629,6 +757,15 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick, co
         % (BATCH, settings['rounds'], settings['calls'], settings['warmup'], fused_note)]
     if command:
         sections.insert(1, 'Command: `%s`' % command)
+    sections.append(
+        '## Issue 20 targets\n\nTrain step, wall-clock, paired per-round ratios (median, IQR). '
+        'Targets: every rule <= 1.15x TF\'s fused Adam on the MLP (LAMB, LARS <= 1.35x); '
+        'momentum SGD and RMSprop <= 1.05x TF\'s own kernels (MomentumOptimizer, '
+        'RMSPropOptimizer: their "TF fused"); on the small model no rule slower than its formula '
+        'graph (ours / fused=False <= 1); set-up (model + compile + train function, then the '
+        'first run: one measurement each) not above the path without the library ("kernels '
+        'off": KERAS_OPT_LEGACY_KERNELS=0, as before issue 20).\n\n' +
+        targets_table(results, optimizers))
     for kind, model_results in results.items():
         meta = model_results['_meta']
         title = '%s (%d parameters, %d variables)' % (model_title(kind), meta['params'],
@@ -685,8 +822,10 @@ def report(results, settings, specs, fused_option, bandwidth, seconds, quick, co
             'the same rounds), median of the paired differences (IQR). GB/s = the extra bytes '
             'per parameter it must move / that time ("ours fused=False" is left out: its '
             'difference to base includes the unfused rule). Extra traffic:\n\n%s\n\n%s'
-            % (params, '\n'.join('- %s: %d bytes/param at the floor, %d as implemented: %s'
-                                  % (n, EXTRA[n]['floor'], EXTRA[n]['ours'], EXTRA[n]['what'])
+            % (params, '\n'.join('- %s: %d bytes/param at the floor, %d as implemented (%s '
+                                  'without the library): %s'
+                                  % (n, EXTRA[n]['floor'], EXTRA[n]['ours'],
+                                     EXTRA[n].get('off', '—'), EXTRA[n]['what'])
                                   for n in extensions),
                extra_table(results['mlp'], optimizers, params, bandwidth)))
     if 'mlp' in results and 'mlp' in settings['update_alone']:
@@ -723,6 +862,8 @@ def main():
     settings = dict(QUICK if args.quick else FULL)
     if args.optimizers:
         settings['optimizers'] = [o.strip() for o in args.optimizers.split(',')]
+        if settings['optimizers'] == ['rules']:
+            settings['optimizers'] = list(RULES)
     if args.models:
         settings['models'] = [m.strip() for m in args.models.split(',')]
     unknown = (set(settings['optimizers']) - set(OPTIMIZERS)) | (set(settings['models']) -
@@ -741,6 +882,10 @@ def main():
     specs = optimizer_specs(tf, keras, kol)
     fused_option = {name: accepts_fused(specs[name]['ours'][0], tf)
                     for name in settings['optimizers']}
+    from keras_opt_legacy import kernels
+    library = kernels.library() is not None
+    print('kernel library: %s' % ('usable' if library else 'not usable (%s): no "%s" '
+                                  'candidates' % (kernels.why_not(), OFF)), file=sys.stderr)
 
     results = {}
     for kind in settings['models']:
@@ -752,13 +897,13 @@ def main():
         for name in settings['optimizers']:
             t0 = time.perf_counter()
             step, update, info = run_group(kind, name, specs[name], libs, fused_option[name],
-                                           gradient, settings)
+                                           gradient, settings, library)
             model_results[name] = dict(step=step, **info)
-            model_results[name].update({'step ratios': ratio_summary(step),
+            model_results[name].update({'step ratios': ratio_summary(step, name),
                                         'seconds': time.perf_counter() - t0})
             if update is not None:
                 model_results[name].update(update=update, **{'update ratios':
-                                                             ratio_summary(update)})
+                                                             ratio_summary(update, name)})
             if name in EXTRA and update is not None:  # the extension's own time, seconds
                 model_results[name]['minus base'] = {
                     c: {'update alone': paired_difference(update, c, 'base'),
@@ -769,10 +914,14 @@ def main():
                         'median'] * 1e3, model_results[name]['minus base']['ours']['step'][
                         'median'] * 1e3), file=sys.stderr)
             ratios = model_results[name]['step ratios']['wall']
-            print('%-5s %-16s %5.1f s  step: ours/Keras %s, ours/TF fused %s%s' % (
-                kind, name, model_results[name]['seconds'], spread_cell(ratios, 'ours / Keras'),
-                spread_cell(ratios, 'ours / TF fused'), ', ours/base %s' % spread_cell(
-                    ratios, 'ours / base') if 'ours / base' in ratios else ''), file=sys.stderr)
+            print('%-5s %-17s %5.1f s  step: ours/TF Adam %s, ours/TF fused %s, ours/off %s, '
+                  'ours/fused=False %s%s' % (
+                      kind, name, model_results[name]['seconds'],
+                      spread_cell(ratios, 'ours / TF Adam'), spread_cell(ratios, 'ours / TF fused'),
+                      spread_cell(ratios, 'ours / %s' % OFF),
+                      spread_cell(ratios, 'ours / ours fused=False'),
+                      ', ours/base %s' % spread_cell(ratios, 'ours / base')
+                      if 'ours / base' in ratios else ''), file=sys.stderr)
         gradient.close()
         results[kind] = model_results
         gc.collect()
@@ -789,7 +938,7 @@ def main():
     paths = harness.write_results(args.results, {
         'quick': args.quick, 'settings': settings, 'seconds': seconds, 'batch': BATCH,
         'small_layers': SMALL_LAYERS, 'bytes_per_param': {n: BYTES[n][0] for n in BYTES},
-        'extra_bytes_per_param': {n: {k: EXTRA[n][k] for k in ('floor', 'ours')}
+        'extra_bytes_per_param': {n: {k: EXTRA[n][k] for k in ('floor', 'ours', 'off')}
                                   for n in EXTRA},
         'fused_option': fused_option, 'memory_bandwidth_gbs': bandwidth,
         'command': command,
