@@ -18,7 +18,12 @@ time proportional to N, below 1 when a fixed cost a is amortized), the ratio of 
 variable (slope over the two largest sizes / slope over the two smallest) and the log-log
 exponent between N = 100 and the largest N.
 
-Usage: python bench/graph_build.py [--quick]
+`--rules` (issue 20): instead, every rule on the package's kernel library built with it and
+without it (KERAS_OPT_LEGACY_KERNELS=0 while building: its path before issue 20), N in 100 and
+300, 5 repetitions: the library must not make the graph slower to build. Results:
+bench/results/graph_build_rules.*.
+
+Usage: python bench/graph_build.py [--quick] [--rules]
 """
 import argparse
 import gc
@@ -38,6 +43,8 @@ import harness  # noqa: E402
 SEED = 0
 FULL = dict(sizes=[10, 30, 100, 300, 1000], repeats=3)
 QUICK = dict(sizes=[10, 100, 300], repeats=3)
+RULES = dict(sizes=[100, 300], repeats=5)
+OFF = ' kernels off'  # suffix of a candidate built without the kernel library
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
 
@@ -53,6 +60,26 @@ def candidates(tf, keras, kol):
         out['ours SGD fused=False'] = lambda: kol.SGD(0.01, fused=False)
         pairs += [('ours Adam fused=False', 'Keras Adam'), ('ours SGD fused=False', 'Keras SGD')]
     return out, pairs
+
+
+def rule_candidates(tf, keras, kol):
+    """Every rule on the kernel library, with it and without it (OFF); ratio pairs."""
+    rules = {
+        'SGD momentum': lambda: kol.SGD(0.01, momentum=0.9),
+        'SGD nesterov': lambda: kol.SGD(0.01, momentum=0.9, nesterov=True),
+        'RMSprop': lambda: kol.RMSprop(), 'Nadam': lambda: kol.Nadam(),
+        'Adam amsgrad': lambda: kol.Adam(amsgrad=True), 'AdamW': lambda: kol.AdamW(),
+        'RAdam': lambda: kol.RAdam(), 'LAMB': lambda: kol.LAMB(weight_decay_rate=0.01),
+        'LARS': lambda: kol.LARS(), 'AdaBound': lambda: kol.AdaBound(),
+        'AMSBound': lambda: kol.AdaBound(amsbound=True), 'Yogi': lambda: kol.Yogi(),
+        'AdaBelief': lambda: kol.AdaBelief(),
+        'AdaBelief rectify': lambda: kol.AdaBelief(rectify=True), 'Lion': lambda: kol.Lion(),
+        'Adam EMA': lambda: kol.ExponentialMovingAverage(kol.Adam()),
+    }
+    out = {'gradients only': None}
+    for name, make in rules.items():
+        out[name], out[name + OFF] = make, make
+    return out, [(name, name + OFF) for name in rules]
 
 
 def build_once(variables, make_optimizer, libs):
@@ -111,14 +138,23 @@ def linearity(sizes, medians):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='sizes 10, 100, 300 only')
+    parser.add_argument('--rules', action='store_true',
+                        help='the rules on the kernel library, with and without it')
     args = parser.parse_args()
-    settings = QUICK if args.quick else FULL
+    settings = RULES if args.rules else QUICK if args.quick else FULL
     started = time.perf_counter()
     libs = harness.quiet_tensorflow()
-    factories, pairs = candidates(*libs)
+    factories, pairs = rule_candidates(*libs) if args.rules else candidates(*libs)
     sizes = settings['sizes']
-    build_once(10, factories['ours Adam'], libs)  # warm-up: imports, first-use caches
-    build_once(10, factories['Keras Adam'], libs)
+    if args.rules:
+        from keras_opt_legacy import kernels
+        if kernels.library() is None:
+            print('SKIPPED bench/graph_build.py --rules: the kernel library is not usable: %s'
+                  % kernels.why_not())
+            return
+    for name in ('ours Adam', 'Keras Adam') if not args.rules else list(factories)[1:3]:
+        with harness.kernels_off(name.endswith(OFF)):  # warm-up: imports, first-use caches
+            build_once(10, factories[name], libs)
 
     runs = {name: {n: [] for n in sizes} for name in factories}
     ops = {name: {} for name in factories}
@@ -127,7 +163,8 @@ def main():
         jobs = [(n, name) for n in sizes for name in factories]
         order.shuffle(jobs)
         for n, name in jobs:
-            result = build_once(n, factories[name], libs)
+            with harness.kernels_off(name.endswith(OFF)):
+                result = build_once(n, factories[name], libs)
             runs[name][n].append(result)
             ops[name][n] = result['ops']
         print('repetition %d done (%.0f s)' % (repeat + 1, time.perf_counter() - started),
@@ -142,13 +179,31 @@ def main():
         sorted(a[clock] / b[clock] for a, b in zip(runs[pair[0]][n], runs[pair[1]][n]))
         for n in sizes] for pair in pairs} for clock in CLOCKS}
 
-    sections = ['# Graph build time vs number of variables%s' % (' (--quick)' if args.quick
-                                                                 else ''),
+    sections = ['# Graph build time vs number of variables%s' % (
+        ' (--rules: with and without the kernel library)' if args.rules else
+        ' (--quick)' if args.quick else ''),
                 'compile + `_make_train_function`, each in a fresh graph (model construction '
                 'not timed); N/2 Dense(8) layers = N variables; median of %d repetitions, '
                 'builds shuffled within each repetition. Ms per build; ratios: median over '
                 'repetitions of the paired ratio (min-max in brackets).' % settings['repeats']]
-    for clock, clock_name in (('cpu', 'CPU time'), ('wall', 'wall-clock')):
+    for clock, clock_name in (('cpu', 'CPU time'), ('wall', 'wall-clock')) if args.rules else ():
+        lines = ['| rule | ' + ' | '.join(
+            'N = %d: with the library, ms | without, ms | with / without' % n for n in sizes) +
+            ' |', '|---|' + '---:|' * (3 * len(sizes))]
+        for name, off in pairs:
+            cells = []
+            for i, n in enumerate(sizes):
+                values = ratios[clock]['%s / %s' % (name, off)][i]
+                cells += ['%.0f' % (medians[clock][name][i] * 1e3),
+                          '%.0f' % (medians[clock][off][i] * 1e3),
+                          '%.2fx (%.2f-%.2f)' % (statistics.median(values), values[0],
+                                                 values[-1])]
+            lines.append('| %s | %s |' % (name, ' | '.join(cells)))
+        sections.append('## %s, ms per build (gradients only: %s)\n\n%s' % (
+            clock_name, ', '.join('%.0f at N = %d' % (medians[clock]['gradients only'][i] * 1e3, n)
+                                  for i, n in enumerate(sizes)), '\n'.join(lines)))
+    for clock, clock_name in (('cpu', 'CPU time'), ('wall', 'wall-clock')) if not args.rules \
+            else ():
         names = list(factories)
         lines = ['| N variables | ' + ' | '.join(names) + ' | ' +
                  ' | '.join('%s / %s' % pair for pair in pairs) + ' |',
@@ -177,13 +232,19 @@ def main():
                 '|---:|' + '---:|' * len(factories)]
     for n in sizes:
         op_lines.append('| %d | %s |' % (n, ' | '.join(str(ops[name][n]) for name in factories)))
+    if args.rules:  # a row per rule: with the library / without
+        op_lines = ['| rule | ' + ' | '.join('N = %d: with / without' % n for n in sizes) + ' |',
+                    '|---|' + '---:|' * len(sizes)]
+        for name, off in pairs:
+            op_lines.append('| %s | %s |' % (name, ' | '.join(
+                '%d / %d' % (ops[name][n], ops[off][n]) for n in sizes)))
     sections.append('## Graph size after the build (ops, model included)\n\n' +
                     '\n'.join(op_lines))
     seconds = time.perf_counter() - started
     sections.append('Total run time: %.0f s' % seconds)
     markdown = '\n\n'.join(sections)
     print(markdown)
-    paths = harness.write_results('graph_build', {
+    paths = harness.write_results('graph_build_rules' if args.rules else 'graph_build', {
         'quick': args.quick, 'settings': settings, 'seconds': seconds, 'sizes': sizes,
         'runs': runs, 'medians': medians, 'fits': fits, 'ratios': ratios, 'ops': ops}, markdown)
     print('total %.0f s; wrote %s' % (seconds, ', '.join(os.path.relpath(p) for p in paths)))
