@@ -36,12 +36,27 @@ STEPS = 30
 # test_reference_match's tolerances (the catalog's: each path against the NumPy reference)
 RTOL, ATOL = 1e-5, 1e-6
 
-CASES = [pytest.param(entry, options, id=catalog.case_id(entry, option))
-         for entry in catalog.rules() if entry.kernel is not None
-         for option in [catalog.Option('default', entry.default, frozenset())] +
-         [o for o in entry.options if 'reference' in o.kinds]
-         for options in [dict(option.kwargs)]
-         if catalog.kernel_ops(entry, options) is not None]
+
+def wiring_cases():
+    """Each rule on the library with its default and reference option sets; in the version
+    matrix (catalog.MATRIX) one option set per distinct set of ops: the options' arithmetic does
+    not depend on the version, the op forms (ref or resource) do."""
+    found, seen = [], set()
+    for entry in catalog.rules():
+        if entry.kernel is None:
+            continue
+        for option in [catalog.Option('default', entry.default, frozenset())] + \
+                [o for o in entry.options if 'reference' in o.kinds]:
+            options = dict(option.kwargs)
+            ops = catalog.kernel_ops(entry, options)
+            if ops is None or (catalog.MATRIX and (entry.name, ops) in seen):
+                continue
+            seen.add((entry.name, ops))
+            found.append(pytest.param(entry, options, id=catalog.case_id(entry, option)))
+    return found
+
+
+CASES = wiring_cases()
 
 
 # ---- the graph -------------------------------------------------------------------------------
