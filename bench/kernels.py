@@ -238,7 +238,8 @@ def report(results, kind, params, bandwidth, settings, seconds, command):
         'parameters / the kernel\'s median time; NumPy copy, 2 threads: %.1f GB/s (256 MB '
         'arrays), %.1f GB/s (16 MB arrays).'
         % (optimizer_step.model_title(kind), params, settings['rounds'], settings['calls'],
-           settings['warmup'], copy, copy16),
+           settings['warmup'], copy, copy16)]
+    rows = [  # one line each: a blank line would end the table
         '| rule | kernel ms | TF Adam ms | formula ms | today ms | TF own ms | kernel / TF Adam '
         '| kernel / formula | kernel / today | kernel / TF own | bytes/param | GB/s | % of copy '
         '(256 MB) | ops added: kernel / formula | graph build ms: kernel / formula / today |',
@@ -251,8 +252,8 @@ def report(results, kind, params, bandwidth, settings, seconds, command):
         per_param = BYTES[name][0]
         gbs = per_param * params / t['kernel']['median'] / 1e9
         built = r['build_seconds']
-        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.1f | %.0f%% | '
-                     '%d / %d | %s |' % (
+        rows.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.1f | %.0f%% | '
+                    '%d / %d | %s |' % (
                          name, ms('kernel'), ms('TF Adam'), ms('formula'), ms('today'),
                          ms('TF own'), cell(r['versus'].get('kernel / TF Adam')),
                          cell(r['versus'].get('kernel / formula')),
@@ -261,6 +262,7 @@ def report(results, kind, params, bandwidth, settings, seconds, command):
                          100 * gbs / copy, r['ops']['kernel'], r['ops']['formula'],
                          ' / '.join('%.0f' % (built[c] * 1e3) if c in built else '—'
                                     for c in ('kernel', 'formula', 'today'))))
+    lines.append('\n'.join(rows))
     lines.append('Bytes per parameter (float32, each array read or written once):\n\n' +
                  '\n'.join('- %s: %d (%s)' % (n, BYTES[n][0], BYTES[n][1]) for n in results))
     lines.append('Machine bandwidth (NumPy, best of runs before and after):\n\n' +
