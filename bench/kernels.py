@@ -44,26 +44,15 @@ import optimizer_step  # noqa: E402
 SEED = 0
 FULL = dict(rounds=10, warmup=2, calls=4, bandwidth_repeats=5)
 QUICK = dict(rounds=4, warmup=1, calls=3, bandwidth_repeats=2)
-# bytes per float32 parameter a one-pass update moves (reads + writes), and what they are
-BYTES = {
-    'SGD momentum': (20, 'read p, g, m; write m, p'),
-    'SGD nesterov': (20, 'read p, g, m; write m, p'),
-    'RMSprop': (20, 'read p, g, a; write a, p'),
-    'Nadam': (28, 'read p, g, m, v; write m, v, p'),
-    'Adam amsgrad': (36, 'read p, g, m, v, vhat; write m, v, vhat, p'),
-    'RAdam': (28, 'read p, g, m, v; write m, v, p'),
-    'AdaBound': (28, 'read p, g, m, v; write m, v, p'),
-    'AMSBound': (36, 'read p, g, m, v, vhat; write m, v, vhat, p'),
-    'Yogi': (28, 'read p, g, m, v; write m, v, p'),
-    'AdaBelief': (28, 'read p, g, m, s; write m, s, p'),
-    'AdaBelief rectify': (28, 'read p, g, m, s; write m, s, p'),
-    'Lion': (20, 'read p, g, m; write m, p'),
-    'LAMB': (40, 'two passes: read p, g, m, v, write m, v, r (norms); read p, r, write p'),
-    'LARS': (28, 'norms: read p, g; step: read p, g, m, write m, p'),
-    'EMA': (12, 'read avg, p; write avg'),
-    'Decay': (8, 'read p; write p'),
-    'AdamW': (28, 'read p, g, m, v; write m, v, p (decay in the same pass)'),
-}
+# bytes per float32 parameter a one-pass update moves (reads + writes), and what they are: the
+# rules' from optimizer_step.BYTES, then the ops of the wrappers' in-place steps
+BYTES = dict(
+    [(name, optimizer_step.BYTES[name]) for name in (
+        'SGD momentum', 'SGD nesterov', 'RMSprop', 'Nadam', 'Adam amsgrad', 'RAdam', 'AdaBound',
+        'AMSBound', 'Yogi', 'AdaBelief', 'AdaBelief rectify', 'Lion', 'LAMB', 'LARS')] +
+    [('EMA', (12, 'read avg, p; write avg')),
+     ('Decay', (8, 'read p; write p')),
+     ('AdamW', (28, 'read p, g, m, v; write m, v, p (decay in the same pass)'))])
 RULES = list(BYTES)
 
 
