@@ -347,7 +347,7 @@ class Adafactor(Optimizer):
             x = g * tf.rsqrt(v_t)
             updates = [(v, v_t)]
         if self.clipping_threshold is not None:
-            x = x / K.maximum(1., _rms(x) / self.clipping_threshold)
+            x = x / K.maximum(_rms(x) / self.clipping_threshold, 1.)
         scale = step.lr
         if self.multiply_by_parameter_scale:
             scale = scale * K.maximum(_rms(p), 1e-3)
@@ -357,6 +357,37 @@ class Adafactor(Optimizer):
             update = self.beta_1 * m + (1. - self.beta_1) * update
             updates.append((m, update))
         return updates + [(p, minus(update))]
+
+    def _fused(self, p, g, slots, step):
+        """The kernel library's passes (kernels/adafactor.cc): the moments in place with RMS(p),
+        RMS(x) (with clipping; a factored parameter's is a pass of its own), then the step; the
+        small factors and the scalars between them in the graph. No library: the formula."""
+        return kernel_or(lambda k: self._passes(k, p, g, slots, step))
+
+    def _passes(self, k, p, g, slots, step):
+        scales, clips = self.multiply_by_parameter_scale, self.clipping_threshold is not None
+        m = slots.get('m')
+        momentum = (self.beta_1, 1. - self.beta_1) if m is not None else (None, None)
+        if 'vr' in slots:
+            vr, vc = slots['vr'], slots['vc']
+            p_rms = k.adafactor_factored_moments(p, vr, vc, step.decay, g, parameter_scale=scales)
+            if p_rms is None:
+                return None
+            vr_t, vc_t = read_after(vr, [p_rms]), read_after(vc, [p_rms])
+            rows = tf.rsqrt(vr_t / K.mean(vr_t, axis=-1, keepdims=True))
+            columns = tf.rsqrt(vc_t)
+            x_rms = k.adafactor_factored_rms(g, rows, columns) if clips else None
+        else:
+            moments = k.adafactor_moments(p, slots['v'], step.decay, g, parameter_scale=scales)
+            if moments is None:
+                return None
+            x_rms, p_rms = moments
+        divisor = K.maximum(x_rms / self.clipping_threshold, 1.) if clips else 1.
+        scale = step.lr * K.maximum(p_rms, 1e-3) if scales else step.lr
+        if 'vr' in slots:
+            return [k.adafactor_factored(p, m, rows, columns, scale, divisor, *momentum, g)]
+        with tf.control_dependencies([p_rms.op]):  # v is read after its update
+            return [k.adafactor(p, m, slots['v'], scale, divisor, *momentum, g)]
 
     def get_config(self):
         config = super(Adafactor, self).get_config()

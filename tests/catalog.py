@@ -16,9 +16,10 @@ An entry (`Entry`):
 - `fused`: the TensorFlow fused kernel (the op type, e.g. 'ApplyAdam') that the default
   `fused=True` path runs without the kernel library (KERAS_OPT_LEGACY_KERNELS=0), or None.
 - `kernel`: for a rule with ops of the package's kernel library (keras_opt_legacy.kernels), a
-  function of the options giving the op types the default `fused=True` path runs on the
-  parameters and slots when the library is usable (`kernel_ops`): the library's ('KolApplyX',
-  'KolNorms') and TF's kernels that remain ('ApplyX'), ref forms (on resource variables
+  function of the options (and `shape=None`: of one parameter of that shape) giving the op
+  types the default `fused=True` path runs on the parameters and slots when the library is
+  usable (`kernel_ops`): the library's ('KolApplyX', and `COMPUTING_OPS` such as 'KolNorms')
+  and TF's kernels that remain ('ApplyX'), ref forms (on resource variables
   'KolResourceApplyX' / 'ResourceApplyX' count as them); None where those options run none
   of the library's ops (plain SGD, Adam without amsgrad); None for a rule without any.
 - `scalars`: the scalar state listed right after `iterations` in `weights` (Nadam's m_schedule).
@@ -196,25 +197,25 @@ def _adam_slots(options):
 
 # The kernel library's ops of each rule (the entries' `kernel`).
 def _ops(*types):
-    return lambda options: frozenset(types)
+    return lambda options, shape=None: frozenset(types)
 
 
-def _sgd_kernel(options):
+def _sgd_kernel(options, shape=None):
     return frozenset(['KolApplyKerasMomentum']) if options.get('momentum', 0.) > 0 else None
 
 
-def _adam_kernel(options):
+def _adam_kernel(options, shape=None):
     return frozenset(['KolApplyAdamAmsgrad']) if options.get('amsgrad') else None
 
 
 def _decayed(rule_kernel, step_without):
     """A W rule's: the decay pass (KolApplyDecay), then the rule's kernel (or `step_without`,
     the TF kernel it keeps)."""
-    return lambda options: frozenset(['KolApplyDecay']) | (
+    return lambda options, shape=None: frozenset(['KolApplyDecay']) | (
         rule_kernel(options) or frozenset([step_without]))
 
 
-def _adamw_kernel(options):
+def _adamw_kernel(options, shape=None):
     """Decay and Adam's step in one op (KolApplyAdamW); with amsgrad the decay pass, then
     Adam(amsgrad)'s op; a parameter excluded from the decay takes ApplyAdam."""
     if options.get('amsgrad'):
@@ -400,6 +401,26 @@ def _adafactor_slot_applies(options, slot, shape):
     return slot == 'm' or (slot in ('vr', 'vc')) == factored
 
 
+def _adafactor_kernel(options, shape=None):
+    """A factored parameter's passes (the RMS of the update a pass of its own, with clipping),
+    and a full v's; on the test model (`shape` None) both: its kernel is factored, its bias not.
+    None where whether it factors depends on the model (min_dim_size_to_factor)."""
+    if options.get('min_dim_size_to_factor'):
+        return None
+    momentum = 'Momentum' if options.get('beta_1') else ''
+    full = {'KolApplyAdafactorMoments', 'KolApplyAdafactor' + momentum}
+    factored = {'KolApplyAdafactorFactoredMoments', 'KolApplyAdafactorFactored' + momentum}
+    if options.get('clipping_threshold', 1.) is not None:
+        factored.add('KolAdafactorFactoredRms')
+    if not options.get('factored', True) or (shape is not None and len(shape) < 2):
+        return frozenset(full)
+    return frozenset(factored if shape is not None else factored | full)
+
+
+# The library's ops that compute from tensors and write no variable.
+COMPUTING_OPS = frozenset(['KolNorms', 'KolAdafactorFactoredRms'])
+
+
 def _adabound_slots(options):
     return ('m', 'v', 'vhat') if options.get('amsbound') else ('m', 'v')
 
@@ -450,6 +471,7 @@ NEW_RULES = [
          ]),
     # lr=None: tensor2tensor's relative step min(0.01, 1/sqrt(t)) times RMS(p).
     rule('Adafactor', lr=0.01, slots=_adafactor_slots, slot_applies=_adafactor_slot_applies,
+         kernel=_adafactor_kernel,
          space=dict(lr=f32(1e-3, 0.1), beta_1=st.just(0.) | f32(0., 0.9),
                     factored=st.booleans(), multiply_by_parameter_scale=st.booleans(),
                     clipping_threshold=st.none() | f32(1., 2.), decay_exponent=f32(0.5, 1.)),
@@ -465,7 +487,7 @@ NEW_RULES = [
                       decay_exponent=0.7), 'config', id='non-default'),
          ]),
     rule('AdaBound', lr=0.01, slots=_adabound_slots, scalars=('initial_lr',),
-         kernel=lambda options: frozenset(['KolApplyAmsBound' if options.get('amsbound')
+         kernel=lambda options, shape=None: frozenset(['KolApplyAmsBound' if options.get('amsbound')
                                            else 'KolApplyAdaBound']),
          space=dict(lr=f32(1e-4, 0.1), final_lr=f32(0.01, 1.), beta_1=UNIT, beta_2=BETA_2,
                     gamma=f32(1e-3, 0.5), epsilon=EPSILON, amsbound=st.booleans()),
@@ -479,7 +501,7 @@ NEW_RULES = [
                       amsbound=True, decay=0.1), 'config', id='non-default'),
          ]),
     rule('Yogi', lr=0.01, slots=lambda options: ('m', 'v') if options.get('beta_1', 0.9) else ('v',),
-         kernel=lambda options: frozenset(['KolApplyYogi' if options.get('beta_1', 0.9)
+         kernel=lambda options, shape=None: frozenset(['KolApplyYogi' if options.get('beta_1', 0.9)
                                            else 'KolApplyYogiNoMomentum']),
          space=dict(lr=f32(1e-3, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-3, 0.1),
                     initial_accumulator_value=f32(1e-6, 0.1)),
@@ -498,7 +520,7 @@ NEW_RULES = [
     # eps that alone changes the step many-fold (float32, not the optimizer: as Adam's BETA_2).
     # The property test draws eps from 1e-6 on; the reference test covers the default 1e-16.
     rule('AdaBelief', lr=0.01, slots=('m', 's'),
-         kernel=lambda options: frozenset(['KolApplyAdaBeliefRectified' if options.get('rectify')
+         kernel=lambda options, shape=None: frozenset(['KolApplyAdaBeliefRectified' if options.get('rectify')
                                            else 'KolApplyAdaBelief']),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=RECTIFIED_BETA_2,
                     epsilon=f32(1e-6, 1e-3), rectify=st.booleans()),
@@ -714,13 +736,13 @@ def make_case(case, **extra):
     return make(found, option, **extra)
 
 
-def kernel_ops(entry_, options=None):
-    """The op types (a frozenset) the default path of `entry_` with `options` runs on its
-    parameters and slots when the kernel library is usable (see `kernel`), or None where it
-    runs none of the library's ops."""
+def kernel_ops(entry_, options=None, shape=None):
+    """The op types (a frozenset) the default path of `entry_` with `options` runs on the test
+    model's parameters and slots (on one parameter of `shape`) when the kernel library is usable
+    (see `kernel`), or None where it runs none of the library's ops."""
     found = entry(entry_)
     options = found.default if options is None else options
-    return None if found.kernel is None else found.kernel(options)
+    return None if found.kernel is None else found.kernel(options, shape=shape)
 
 
 def has_slot(entry_, options, slot, shape):

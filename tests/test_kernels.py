@@ -5,7 +5,7 @@ in float32 and float64, and is compared with (a) a NumPy computation of the same
 same dtype (the formula path's tolerances), (b) the rule's formula as a TF graph (the code of the
 rule's `_apply`, built with the package's own `ops.assign_all`), bitwise where the operations
 are the same, and (c) itself on the other kind of variable, bitwise. Then: determinism across
-processes (LAMB's and KolNorms's sums too), TF's copy-on-write of resource variables, the
+processes (the sums of LAMB, KolNorms and Adafactor too), TF's copy-on-write of resource variables, the
 fallback cases where `ops()` returns None (library disabled, missing, failing to load, mixed
 variable kinds, a GPU), and errors.
 
@@ -57,6 +57,13 @@ def library_or_skip():
 # ops.minus(...))]`; `bitwise`: whether the op equals the formula graph bit for bit.
 
 Case = collections.namedtuple('Case', 'slots scalars call numpy formula bitwise')
+# A slot: (name, initial value), or (name, initial value, its shape as a function of p's).
+
+
+def slot_arrays(case, shape, dtype):
+    return collections.OrderedDict(
+        (slot[0], np.full(slot[2](shape) if len(slot) > 2 else shape, slot[1], dtype))
+        for slot in case.slots)
 
 
 def sqrt(x):
@@ -436,6 +443,53 @@ def adam_w_case():
     return Case([('m', 0.), ('v', 0.)], scalars, call, numpy, formula, True)
 
 
+def adafactor_case(factored, clipping_threshold, parameter_scale, beta_1):
+    """Adafactor's passes (rules.Adafactor._passes: the ops and the small graph between them)
+    against its `_apply` and a NumPy step from the formula. `p` is 2-D: factored or not."""
+    options = dict(beta_1=beta_1, clipping_threshold=clipping_threshold, factored=factored,
+                   multiply_by_parameter_scale=parameter_scale)
+    rows, columns = (lambda shape: shape[:-1]), (lambda shape: shape[:-2] + shape[-1:])
+    slots = [('vr', 0., rows), ('vc', 0., columns)] if factored else [('v', 0.)]
+    slots += [('m', 0.)] if beta_1 else []
+
+    def scalars(t):
+        return dict(lr=0.01, decay=1. - t ** -0.8)
+
+    def rule_and_step(s):
+        from keras_opt_legacy.base import Step
+        from keras_opt_legacy.rules import Adafactor
+        return Adafactor(lr=0.01, **options), Step(lr=s['lr'], decay=s['decay'])
+
+    def call(k, p, sl, s, g):
+        rule, step = rule_and_step(s)
+        return rule._passes(k, p, g, dict(sl), step)
+
+    def formula(p, sl, s, g):
+        rule, step = rule_and_step(s)
+        return rule._apply(p, g, dict(sl), step)
+
+    def numpy(p, sl, s, g):
+        one, d = np.ones((), p.dtype), s['decay']
+        rms = lambda x: np.sqrt(np.mean(np.square(x)))
+        g2 = np.square(g) + p.dtype.type(1e-30)
+        if factored:
+            vr = d * sl['vr'] + (one - d) * g2.mean(-1)
+            vc = d * sl['vc'] + (one - d) * g2.mean(-2)
+            x = g * (one / np.sqrt(vr / vr.mean(-1, keepdims=True)))[..., None] * \
+                (one / np.sqrt(vc))[..., None, :]
+            new = dict(vr=vr, vc=vc)
+        else:
+            v = d * sl['v'] + (one - d) * g2
+            x, new = g / np.sqrt(v), dict(v=v)
+        if clipping_threshold is not None:
+            x = x / max(one, rms(x) / p.dtype.type(clipping_threshold))
+        update = s['lr'] * (max(rms(p), p.dtype.type(1e-3)) if parameter_scale else one) * x
+        if beta_1:
+            update = new['m'] = p.dtype.type(beta_1) * sl['m'] + p.dtype.type(1. - beta_1) * update
+        return p - update, new
+    return Case(slots, scalars, call, numpy, formula, False)
+
+
 CASES = {
     'keras_momentum': momentum_case(False),
     'keras_momentum-nesterov': momentum_case(True),
@@ -505,6 +559,10 @@ CASES = {
     'ema': ema_case(),
     'decay': decay_case(),
     'adam_w': adam_w_case(),
+    'adafactor_factored': adafactor_case(True, 1., True, 0.),
+    'adafactor_factored-momentum': adafactor_case(True, None, False, 0.9),
+    'adafactor': adafactor_case(False, 1., True, 0.),
+    'adafactor-momentum': adafactor_case(False, 2., False, 0.5),
 }
 
 
@@ -529,8 +587,8 @@ def run_graph(case, path, resource, dtype, shape=SHAPE, steps=STEPS, config=None
     with graph.as_default():
         p = tf.Variable(p0, use_resource=resource, name='p')
         slots = collections.OrderedDict(
-            (name, tf.Variable(np.full(shape, init, dtype), use_resource=resource, name=name))
-            for name, init in case.slots)
+            (name, tf.Variable(value, use_resource=resource, name=name))
+            for name, value in slot_arrays(case, shape, dtype).items())
         g = tf.placeholder(dtype, shape, name='g')
         s = {name: tf.placeholder(tf.bool if isinstance(value, bool) else dtype, (), name=name)
              for name, value in case.scalars(1).items()}
@@ -553,8 +611,7 @@ def run_graph(case, path, resource, dtype, shape=SHAPE, steps=STEPS, config=None
 
 def run_numpy(case, dtype, shape=SHAPE, steps=STEPS):
     p, grads = gradients(dtype, shape, steps)
-    slots = collections.OrderedDict((name, np.full(shape, init, dtype))
-                                    for name, init in case.slots)
+    slots = slot_arrays(case, shape, dtype)
     trajectory = []
     for t in range(1, steps + 1):
         p, new = case.numpy(p, slots, feed_values(case, t, dtype), grads[t - 1])
@@ -615,6 +672,34 @@ def test_sizes_chunks_and_scalar_tails(shape):
                             True, np.float32, '%s %s' % (name, shape))
 
 
+@pytest.mark.parametrize('shape', [(2048, 1), (1, 300), (3, 3, 16, 32), (3, 70000), (5000, 20)])
+def test_adafactor_factored_shapes_and_blocks(shape):
+    """A factored parameter of one column, one row, a convolution kernel (moments per slice of
+    the last two dimensions), rows longer than a block, many blocks: the NumPy step."""
+    library_or_skip()
+    for name in ('adafactor_factored', 'adafactor_factored-momentum'):
+        case = CASES[name]
+        assert_trajectories(run_graph(case, 'op', False, np.float32, shape, steps=3),
+                            run_numpy(case, np.float32, shape, steps=3), False, np.float32,
+                            '%s %s' % (name, shape))
+
+
+def test_adafactor_shapes_are_checked():
+    """Moments of the wrong shape for the parameter: a clear error, nothing written."""
+    library_or_skip()
+    k = kernels.ops()
+    with tf.Graph().as_default(), tf.Session() as session:
+        p = tf.Variable(np.ones((4, 5), 'float32'), use_resource=True)
+        vr = tf.Variable(np.ones(5, 'float32'), use_resource=True)  # should be (4,)
+        vc = tf.Variable(np.ones(5, 'float32'), use_resource=True)
+        session.run(tf.global_variables_initializer())
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r'vr is \[5\], not \[4\]'):
+            session.run(k.adafactor_factored_moments(p, vr, vc, 0.5, tf.ones((4, 5))))
+        np.testing.assert_array_equal(session.run(vc), np.ones(5, 'float32'))
+        with pytest.raises(tf.errors.InvalidArgumentError, match='2 dimensions or more'):
+            session.run(k.adafactor_factored_rms(tf.ones(4), tf.ones(4), tf.ones(4)))
+
+
 def test_norms_against_numpy():
     library_or_skip()
     rng = np.random.RandomState(1)
@@ -633,7 +718,7 @@ DETERMINISM_SCRIPT = textwrap.dedent('''
     sys.path.insert(0, %r)
     import test_kernels as tk
     digest = hashlib.sha256()
-    for name in ('lamb-decay', 'lars', 'nadam', 'adam_w'):
+    for name in ('lamb-decay', 'lars', 'nadam', 'adam_w', 'adafactor_factored', 'adafactor'):
         for step in tk.run_graph(tk.CASES[name], 'op', %s, np.float32, (1000, 300), steps=3):
             for array in step:
                 digest.update(array.tobytes())
@@ -658,7 +743,7 @@ def test_deterministic_across_processes():
 def test_one_thread_equals_the_thread_pool():
     library_or_skip()
     one = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
-    for name in ('lamb', 'nadam', 'adam_w'):
+    for name in ('lamb', 'nadam', 'adam_w', 'adafactor_factored', 'adafactor'):
         case = CASES[name]
         assert_trajectories(run_graph(case, 'op', False, np.float32, (1000, 300), 2, one),
                             run_graph(case, 'op', False, np.float32, (1000, 300), 2), True,

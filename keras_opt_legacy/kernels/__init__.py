@@ -9,10 +9,12 @@ through `ops.kernel_or`, and falls back on TF's kernels or its in-place graph wh
 None): SGD with momentum (`keras_momentum`), RMSprop (`keras_rms_prop`), Nadam, Adam(amsgrad=
 True) (`adam_amsgrad`), RAdam, AdaBound/AMSBound, Yogi (`yogi_no_momentum` with beta_1 = 0),
 AdaBelief (`ada_belief_rectified` with rectify=True), Lion, LAMB (`lamb_moments` then
-`lamb_update`), LARS (`norms` then `lars_momentum`); the decoupled decay in place (`decay`:
-WeightDecay, SGDW, NadamW, AdamW), AdamW's decay with Adam's step in one pass (`adam_w`, where
-that is bitwise the decay pass then ApplyAdam) and the weight averages (`ema`). Plain SGD,
-Adam, Adamax, Adagrad, Adadelta and Ftrl keep TensorFlow's own kernels; Adafactor its formula.
+`lamb_update`), LARS (`norms` then `lars_momentum`), Adafactor (a factored parameter:
+`adafactor_factored_moments`, `adafactor_factored_rms` when it clips, `adafactor_factored`; a
+full v: `adafactor_moments`, `adafactor`); the decoupled decay in place (`decay`: WeightDecay,
+SGDW, NadamW, AdamW), AdamW's decay with Adam's step in one pass (`adam_w`, where that is
+bitwise the decay pass then ApplyAdam) and the weight averages (`ema`). Plain SGD, Adam, Adamax,
+Adagrad, Adadelta and Ftrl keep TensorFlow's own kernels.
 
 - `library()`: the loaded op module, or None (then use the formula graph);
 - `why_not()`: why `library()` is None (None when it is not);
@@ -285,19 +287,48 @@ class Kernels(object):
 
     def norms(self, x, y):
         """(||x||, ||y||) in one pass (a deterministic sum), or None."""
-        lib = library()
-        if lib is None:
-            return None
-        x = tf.convert_to_tensor(x)
-        dtype = x.dtype.base_dtype
-        if dtype not in FLOAT_TYPES:
-            return None
-        y = _convert(y, dtype)
-        if _on_gpu(x) or _on_gpu(y):
-            _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s is on a GPU (the kernels '
-                                       'are CPU only); the formula graph is used' % x.name)
-            return None
-        return self._function(lib, 'KolNorms')(x, y)
+        return self._compute('KolNorms', x, y)
+
+    # -- Adafactor (adafactor.cc): a factored parameter's three passes, a full v's two
+    def adafactor_factored_moments(self, var, vr, vc, decay, grad, parameter_scale=True,
+                                   use_locking=False):
+        """vr <- d*vr + (1-d)*mean(g^2 + 1e-30, -1), vc <- d*vc + (1-d)*mean(g^2 + 1e-30, -2);
+        returns RMS(p) (0 without `parameter_scale`), or None."""
+        return self._apply('AdafactorFactoredMoments', [var, vr, vc], [decay, grad],
+                           parameter_scale=parameter_scale, use_locking=use_locking)
+
+    def adafactor_factored_rms(self, grad, row_factor, col_factor):
+        """RMS((g*r)*c) with r [..., n], c [..., m] broadcast over g [..., n, m], or None."""
+        return self._compute('KolAdafactorFactoredRms', grad, row_factor, col_factor)
+
+    def adafactor_factored(self, var, m, row_factor, col_factor, scale, divisor, beta_1,
+                           one_minus_beta_1, grad, use_locking=False):
+        """u = (((g*r)*c)/divisor)*scale; p -= u, or (m not None) m <- b1*m + u*(1-b1),
+        p -= m."""
+        if m is None:
+            return self._apply('AdafactorFactored', [var],
+                               [row_factor, col_factor, scale, divisor, grad],
+                               use_locking=use_locking)
+        return self._apply('AdafactorFactoredMomentum', [var, m],
+                           [row_factor, col_factor, scale, divisor, beta_1, one_minus_beta_1,
+                            grad], use_locking=use_locking)
+
+    def adafactor_moments(self, var, v, decay, grad, parameter_scale=True, use_locking=False):
+        """v <- d*v + (1-d)*(g^2 + 1e-30); returns (RMS(g*rsqrt(v)), RMS(p)) (RMS(p) 0 without
+        `parameter_scale`), or None."""
+        return self._apply('AdafactorMoments', [var, v], [decay, grad],
+                           parameter_scale=parameter_scale, use_locking=use_locking)
+
+    def adafactor(self, var, m, v, scale, divisor, beta_1, one_minus_beta_1, grad,
+                  use_locking=False):
+        """u = ((g*rsqrt(v))/divisor)*scale (v only read); p -= u, or (m not None)
+        m <- b1*m + u*(1-b1), p -= m."""
+        if m is None:
+            return self._apply('Adafactor', [var, v], [scale, divisor, grad],
+                               use_locking=use_locking)
+        return self._apply('AdafactorMomentum', [var, m, v],
+                           [scale, divisor, beta_1, one_minus_beta_1, grad],
+                           use_locking=use_locking)
 
     # -- weight averaging and decoupled weight decay
     def ema(self, var, decay, value, use_locking=False):
@@ -325,6 +356,23 @@ class Kernels(object):
                 if attr.startswith('kol_') and not attr.endswith('_eager_fallback'):
                     functions[attr.replace('_', '')] = getattr(lib, attr)
         return functions[op_name.lower()]
+
+    def _compute(self, op_name, x, *others):
+        """The outputs of the op `op_name` of tensors `x` and `others` (no variables: they are
+        cast to `x`'s dtype), or None."""
+        lib = library()
+        if lib is None:
+            return None
+        x = tf.convert_to_tensor(x)
+        dtype = x.dtype.base_dtype
+        if dtype not in FLOAT_TYPES:
+            return None
+        others = [_convert(y, dtype) for y in others]
+        if any(_on_gpu(y) for y in [x] + others):
+            _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s is on a GPU (the kernels '
+                                       'are CPU only); the formula graph is used' % x.name)
+            return None
+        return self._function(lib, op_name)(x, *others)
 
     def accepts(self, name, *variables):
         """Whether the op `name` ('AdamW', ...) would update `variables` (see `_usable`), without

@@ -326,7 +326,7 @@ Status VariableTensor(OpKernelContext* ctx, int i, bool lock_held, bool writes, 
 // ---- op definitions -------------------------------------------------------------------------
 
 // An input after the variables: 's' a scalar of type T, 'b' a bool scalar, 't' a tensor of the
-// variables' shape (the gradient).
+// variables' shape (the gradient), 'a' a tensor of T of any shape (the rule checks it).
 struct Input {
   const char* name;
   char kind;
@@ -340,6 +340,8 @@ struct OpSpec {
                                        // scalar, 't' shaped like the variables
   bool ref_output;                     // KolApplyX outputs `out: Ref(T)`, the first variable
   unsigned read_only = 0;              // bit i: variable i is only read (no copy-on-write)
+  unsigned own_shape = 0;              // bit i: variable i need not have variable 0's shape
+                                       // (the rule checks it: Adafactor's factored moments)
 };
 
 ::tensorflow::shape_inference::ShapeHandle VariableShape(
@@ -351,8 +353,9 @@ bool RegisterOps(const char* name, const OpSpec& spec);
 // A variable op of `Rule`, for element type T, ref or resource (by its input types).
 template <typename T>
 struct Args {
-  int64 n = 0;          // elements of each variable
+  int64 n = 0;          // elements of each variable (of variable 0)
   T* var[5] = {};       // the variables' data, written in place
+  ::tensorflow::TensorShape shape[5];  // the variables' shapes
   std::vector<const Tensor*> in;  // the inputs after the variables, in order
 
   T s(int k) const { return in[k]->scalar<T>()(); }
@@ -376,12 +379,13 @@ class ApplyOp : public OpKernel {
     for (int i = 0; i < n_vars; ++i) {
       const bool writes = !(spec_.read_only & (1u << i));
       OP_REQUIRES_OK(ctx, VariableTensor<T>(ctx, i, use_locking_, writes, &vars[i]));
-      OP_REQUIRES(ctx, vars[i].shape().IsSameSize(vars[0].shape()),
+      OP_REQUIRES(ctx, (spec_.own_shape & (1u << i)) || vars[i].shape().IsSameSize(vars[0].shape()),
                   errors::InvalidArgument(spec_.variables[i], " and ", spec_.variables[0],
                                           " do not have the same shape: ",
                                           vars[i].shape().DebugString(), " ",
                                           vars[0].shape().DebugString()));
       a.var[i] = vars[i].flat<T>().data();
+      a.shape[i] = vars[i].shape();
     }
     for (size_t k = 0; k < spec_.inputs.size(); ++k) {
       const Tensor& x = ctx->input(n_vars + static_cast<int>(k));
@@ -401,6 +405,7 @@ class ApplyOp : public OpKernel {
     }
     a.n = vars[0].NumElements();
     rule_.Run(ctx, a);
+    if (!ctx->status().ok()) return;
     if (spec_.ref_output && ::tensorflow::IsRefType(ctx->input_dtype(0))) {
       ctx->forward_ref_input_to_ref_output(0, 0);
     }

@@ -31,8 +31,10 @@ bool RegisterOps(const char* name, const OpSpec& spec) {
     b.SetShapeFn([spec, resource](InferenceContext* c) -> Status {
       const int n_vars = static_cast<int>(spec.variables.size());
       ShapeHandle s = VariableShape(c, 0, resource);
-      for (int i = 1; i < n_vars; ++i)
-        TF_RETURN_IF_ERROR(c->Merge(s, VariableShape(c, i, resource), &s));
+      for (int i = 1; i < n_vars; ++i) {
+        if (!(spec.own_shape & (1u << i)))
+          TF_RETURN_IF_ERROR(c->Merge(s, VariableShape(c, i, resource), &s));
+      }
       ShapeHandle unused;
       for (size_t k = 0; k < spec.inputs.size(); ++k) {
         const int index = n_vars + static_cast<int>(k);
