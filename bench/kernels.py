@@ -49,7 +49,8 @@ QUICK = dict(rounds=4, warmup=1, calls=3, bandwidth_repeats=2)
 BYTES = dict(
     [(name, optimizer_step.BYTES[name]) for name in (
         'SGD momentum', 'SGD nesterov', 'RMSprop', 'Nadam', 'Adam amsgrad', 'RAdam', 'AdaBound',
-        'AMSBound', 'Yogi', 'AdaBelief', 'AdaBelief rectify', 'Lion', 'LAMB', 'LARS')] +
+        'AMSBound', 'Yogi', 'AdaBelief', 'AdaBelief rectify', 'Lion', 'LAMB', 'LARS',
+        'Adafactor')] +
     [('EMA', (12, 'read avg, p; write avg')),
      ('Decay', (8, 'read p; write p')),
      ('AdamW', (28, 'read p, g, m, v; write m, v, p (decay in the same pass)'))])
@@ -88,6 +89,7 @@ def rule_specs(tf, K, kol):
         'LAMB': dict(make=lambda fused=True: kol.LAMB(weight_decay_rate=0.01, fused=fused),
                      today=True),
         'LARS': dict(make=lambda fused=True: kol.LARS(fused=fused), today=True),
+        'Adafactor': dict(make=lambda fused=True: kol.Adafactor(fused=fused)),  # without: formula
     }
 
 

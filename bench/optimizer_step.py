@@ -82,8 +82,8 @@ OPTIMIZERS = ['SGD', 'SGD momentum', 'RMSprop', 'Adagrad', 'Adadelta', 'Adam', '
               'Ftrl', 'AdamW', 'Adam multipliers', 'Adam EMA'] + RULES
 # On the kernel library by default (keras_opt_legacy.kernels): these get 'ours (kernels off)'.
 LIBRARY = {'SGD momentum', 'SGD nesterov', 'RMSprop', 'Nadam', 'AdamW', 'Adam EMA',
-           'Adam amsgrad', 'RAdam', 'LAMB', 'LARS', 'AdaBound', 'AMSBound', 'Yogi', 'AdaBelief',
-           'AdaBelief rectify', 'Lion'}
+           'Adam amsgrad', 'RAdam', 'LAMB', 'LARS', 'Adafactor', 'AdaBound', 'AMSBound', 'Yogi',
+           'AdaBelief', 'AdaBelief rectify', 'Lion'}
 OFF = 'ours (kernels off)'
 # Issue 20's targets: each rule's step <= this x TF's fused Adam step (MLP)
 ADAM_TARGET = dict({name: 1.15 for name in OPTIMIZERS}, LAMB=1.35, LARS=1.35)
@@ -115,8 +115,9 @@ BYTES = {
     'RAdam': (28, 'read p, g, m, v; write m, v, p'),
     'LAMB': (40, 'two passes: read p, g, m, v, write m, v, r (norms); read p, r, write p'),
     'LARS': (28, 'norms: read p, g; step: read p, g, m, write m, p'),
-    'Adafactor': (12, 'read p, g; write p (factored second moments: a row and a column per '
-                      'matrix; its RMS and means read g and the update again)'),
+    'Adafactor': (24, 'three passes, its floor with clipping and parameter scaling (the '
+                      'factored moments and RMS(p) need all of g before the update, its RMS '
+                      'before the step): read g, p; read g; read g, p, write p'),
     'AdaBound': (28, 'read p, g, m, v; write m, v, p'),
     'AMSBound': (36, 'read p, g, m, v, vhat; write m, v, vhat, p'),
     'Yogi': (28, 'read p, g, m, v; write m, v, p'),
@@ -247,7 +248,7 @@ def optimizer_specs(tf, keras, kol):
                      fused=('tf.contrib.opt.LARSOptimizer', lambda: lars(0.01))
                      if lars else None, note='TF: its norms, then ApplyMomentum'),
         'Adafactor': dict(ours=(kol.Adafactor, {}), keras=None, fused=None,
-                          note='no op of the kernel library: its formula graph'),
+                          note='three passes of the kernel library'),
         'AdaBound': dict(ours=(kol.AdaBound, {}), keras=None, fused=None, note=''),
         'AMSBound': dict(ours=(kol.AdaBound, dict(amsbound=True)), keras=None, fused=None,
                          note=''),

@@ -6,12 +6,12 @@ Every one takes `decay=` (Keras's legacy decay), `learning_rate=` (alias of `lr=
 schedule), `clipnorm=`, `clipvalue=`, constraints, and saves and loads like the others. `t` below
 is the 1-based step; `epsilon=None` means `K.epsilon()`.
 
-With `fused=True` (the default) every rule but Adafactor runs its op of the package's kernel
-library (`keras_opt_legacy.kernels`: the formula's arithmetic, one pass over the elements; LAMB
-two, LARS its norms then its step), unless a constraint needs the formula graph; without the
-library (not built, KERAS_OPT_LEGACY_KERNELS=0, a GPU) the moving averages are updated in place
-and then the step (LARS: TF's ApplyMomentum kernel, Lion: the formula). `fused=False` always
-builds the formula graph.
+With `fused=True` (the default) every rule runs its op of the package's kernel library
+(`keras_opt_legacy.kernels`: the formula's arithmetic, one pass over the elements; LAMB two,
+LARS its norms then its step, Adafactor its moments, the update's RMS, then its step), unless a
+constraint needs the formula graph; without the library (not built, KERAS_OPT_LEGACY_KERNELS=0, a
+GPU) the moving averages are updated in place and then the step (LARS: TF's ApplyMomentum
+kernel; Lion, Adafactor: the formula). `fused=False` always builds the formula graph.
 """
 import tensorflow as tf
 from keras import backend as K
@@ -278,7 +278,10 @@ class Adafactor(Optimizer):
     `beta_1` > 0, m <- b1 m + (1-b1) scale x is the step.
 
     Memory: an n x m kernel keeps n + m numbers of second moments (Adam: 2nm). Legacy `decay`
-    applies to an explicit `lr` only."""
+    applies to an explicit `lr` only. With the kernel library a factored parameter's step is
+    three passes over the gradient (24 bytes a float parameter: the moments and RMS(p), the
+    update's RMS, the step), a full v's two; the means and RMS are sums in double in a fixed
+    order (deterministic), equal to the formula graph's float sums to rounding."""
 
     slot_names = ('vr', 'vc', 'v', 'm')
     non_negative_slots = ('vr', 'vc', 'v')

@@ -16,18 +16,20 @@ SGDW, NadamW, AdamW), AdamW's decay with Adam's step in one pass (`adam_w`, wher
 bitwise the decay pass then ApplyAdam) and the weight averages (`ema`). Plain SGD, Adam, Adamax,
 Adagrad, Adadelta and Ftrl keep TensorFlow's own kernels.
 
-- `library()`: the loaded op module, or None (then use the formula graph);
+- `library()`: the loaded op module, or None (then each rule takes its path without it);
 - `why_not()`: why `library()` is None (None when it is not);
 - `ops()`: the ops, each picking the ref form (`KolApplyX`: Keras 2.2's tf.Variable) or the
-  resource form (`KolResourceApplyX`: Keras 2.3) from its variables, or returning None where the
-  formula graph must be used (library missing, variables of mixed kinds, on a GPU, of a dtype
-  other than float16/32/64) -- as `compat.fused_kernels()` does for TF's own kernels;
+  resource form (`KolResourceApplyX`: Keras 2.3) from its variables, or returning None where it
+  cannot be used (library missing, variables of mixed kinds, on a GPU, of a dtype other than
+  float16/32/64) -- as `compat.fused_kernels()` does for TF's own kernels;
   `ops().accepts(name, *variables)` says so before anything is built.
 
 The library is built by `python -m keras_opt_legacy.kernels.build` (`make kernels`) into a cache
 keyed by TensorFlow version, Python version and sources (see build.py); when it is not there and
-a C++ compiler is, the first `library()` builds it (one log line). Each reason to use the
-formula graph is logged once (logger 'keras_opt_legacy.kernels'). KERAS_OPT_LEGACY_KERNELS=0 in
+a C++ compiler is, the first `library()` builds it (one log line). Each reason not to use the
+library is logged once (logger 'keras_opt_legacy.kernels'), with what runs instead (WITHOUT):
+each rule's path without it -- TensorFlow's kernels or in-place ops where the rule has them
+(`fused=True`), else its formula graph. KERAS_OPT_LEGACY_KERNELS=0 in
 the environment disables the library (checked at every call).
 """
 import glob
@@ -47,6 +49,9 @@ _lock = threading.RLock()
 _state = {'tried': False, 'module': None, 'reason': None, 'functions': {}, 'incompatible': False}
 _logged = set()
 FLOAT_TYPES = (tf.float16, tf.float32, tf.float64)
+# What runs where the library is not used: the package's path before it (issue 20).
+WITHOUT = ("the rules take their path without the library (TensorFlow's kernels or in-place ops "
+           "where they have them, else their formula graph)")
 
 
 def _log_once(level, message):
@@ -64,16 +69,15 @@ def library():
     """The loaded op module, or None: disabled, not built and no compiler to build it, the
     build failed, or it does not load. The reason is logged once and given by `why_not()`."""
     if disabled():
-        _log_once(logging.INFO, 'keras_opt_legacy kernels: disabled (%s=0); the formula graph '
-                                'is used' % ENV)
+        _log_once(logging.INFO, 'keras_opt_legacy kernels: disabled (%s=0); %s' % (ENV, WITHOUT))
         return None
     with _lock:
         if not _state['tried']:
             _state['tried'] = True
             _state['module'], _state['reason'] = _load()
             if _state['reason']:
-                _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s; the formula graph is '
-                                           'used' % _state['reason'])
+                _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s; %s'
+                          % (_state['reason'], WITHOUT))
         return _state['module']
 
 
@@ -182,7 +186,7 @@ class Kernels(object):
     resource), then scalars (numbers or scalar tensors, converted/cast to the variables' dtype),
     the gradient, and attributes. Each returns what TF's fused kernels return (a ref op: its
     `out` tensor; a resource op: the operation; ops with outputs: the outputs), or None: use the
-    formula graph. See the C++ sources for each op's arithmetic, in order."""
+    rule's path without the library. See the C++ sources for each op's arithmetic, in order."""
 
     # -- Keras-era rules (keras_rules.cc)
     def keras_momentum(self, var, accum, lr, grad, momentum, use_nesterov=False,
@@ -370,7 +374,7 @@ class Kernels(object):
         others = [_convert(y, dtype) for y in others]
         if any(_on_gpu(y) for y in [x] + others):
             _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s is on a GPU (the kernels '
-                                       'are CPU only); the formula graph is used' % x.name)
+                                       'are CPU only); %s' % (x.name, WITHOUT))
             return None
         return self._function(lib, op_name)(x, *others)
 
@@ -387,18 +391,17 @@ class Kernels(object):
         names = ', '.join(getattr(v, 'name', '?') for v in variables)
         if len(kinds) != 1:
             _log_once(logging.INFO, 'keras_opt_legacy kernels: %s mixes ref and resource '
-                                    'variables (%s); the formula graph is used' % (name, names))
+                                    'variables (%s); %s' % (name, names, WITHOUT))
             return False
         if any(_on_gpu(v) for v in variables):
             _log_once(logging.WARNING, 'keras_opt_legacy kernels: %s is on a GPU or may be (the '
-                                       'kernels are CPU only); the formula graph is used' % names)
+                                       'kernels are CPU only); %s' % (names, WITHOUT))
             return False
         dtype = variables[0].dtype.base_dtype
         if dtype not in FLOAT_TYPES or any(v.dtype.base_dtype != dtype for v in variables):
-            _log_once(logging.INFO, 'keras_opt_legacy kernels: no %s kernel for %s (%s); the '
-                                    'formula graph is used'
+            _log_once(logging.INFO, 'keras_opt_legacy kernels: no %s kernel for %s (%s); %s'
                       % (name, ', '.join(sorted(set(v.dtype.base_dtype.name for v in variables))),
-                         names))
+                         names, WITHOUT))
             return False
         return True
 

@@ -20,8 +20,8 @@ build fails or the built library does not load. `--print-path` prints the librar
 A TensorFlow built with GCC 4 (TF 1.14's and older Python 3.6 wheels: `tf.version.
 COMPILER_VERSION` 4.8.5, the pre-C++11 library ABI) crashes with any op library a GCC 5+
 compiler builds (TensorFlow's own custom-op example included), so nothing is built there: the
-reason is recorded next to where the library would be (`unusable.txt`), the formula graph is
-used, and this exits 0. A library that fails its check in the separate process is recorded the
+reason is recorded next to where the library would be (`unusable.txt`), the rules take their
+path without it, and this exits 0. A library that fails its check in the separate process is recorded the
 same way (and this exits 1); `--force` tries again.
 
 Compiler: $CXX, else g++. Flags: C++14, -O2, -mavx where the CPU has AVX (TensorFlow's pip
@@ -251,7 +251,8 @@ def main(argv=None):
     try:
         path, built = build(force=args.force, log=say)
     except Incompatible as error:
-        print('kernels: not built: %s; the formula graph is used' % error, file=sys.stderr)
+        print('kernels: not built: %s; the rules take their path without the library' % error,
+              file=sys.stderr)
         return 0
     except BuildError as error:
         print('kernels: build failed: %s' % error, file=sys.stderr)
