@@ -115,6 +115,19 @@ Status CheckFactored(const TensorShape& shape, const TensorShape& rows,
   return Status::OK();
 }
 
+// The step u applied: p <- p - u, or with momentum (`m` not null) m <- b1*m + u*(1-b1),
+// p <- p - m.
+template <typename T, typename U>
+void Descend(Vec<T>* P, T* m, const U& u, T b1, T c1) {
+  if (m != nullptr) {
+    Vec<T> M(m, P->size());
+    M = M * b1 + u * c1;
+    *P = *P - M;
+  } else {
+    *P = *P - u;
+  }
+}
+
 // sqrt(total / count) as T (an empty array: 0/0, NaN, as TF's mean).
 template <typename T>
 void SetRms(OpKernelContext* ctx, int output, double total, int64 count) {
@@ -232,14 +245,7 @@ REGISTER_OP("KolAdafactorFactoredRms")
       return Status::OK();
     });
 
-#define KOL_REGISTER_FACTORED_RMS(TYPE)                                                    \
-  REGISTER_KERNEL_BUILDER(Name("KolAdafactorFactoredRms")                                  \
-                              .Device(::tensorflow::DEVICE_CPU)                            \
-                              .TypeConstraint<TYPE>("T"),                                  \
-                          ::kol::FactoredRmsOp<TYPE>);
-KOL_REGISTER_FACTORED_RMS(Eigen::half)
-KOL_REGISTER_FACTORED_RMS(float)
-KOL_REGISTER_FACTORED_RMS(double)
+KOL_REGISTER_COMPUTE(KolAdafactorFactoredRms, FactoredRmsOp)
 
 // Pass 3 of a factored parameter: the step u = (((g*r)*c)/divisor)*scale; p <- p - u, or with
 // momentum m <- b1*m + u*(1-b1), p <- p - m. (The formula's `1. - beta_1` is a constant rounded
@@ -278,14 +284,8 @@ struct FactoredStep : NoAttrs {
                        const int64 row = matrix * n + i;
                        Vec<T> P(p + row * m, m);
                        ConstVec<T> G(g + row * m, m);
-                       auto step = (((G * rp[row]) * C) / divisor) * scale;
-                       if (momentum) {
-                         Vec<T> M(mom + row * m, m);
-                         M = M * b1 + step * c1;
-                         P = P - M;
-                       } else {
-                         P = P - step;
-                       }
+                       Descend(&P, momentum ? mom + row * m : nullptr,
+                               (((G * rp[row]) * C) / divisor) * scale, b1, c1);
                      }
                    });
   }
@@ -360,14 +360,8 @@ struct FullStep : NoAttrs {
                  [=](int64 b, int64 e) {
                    Vec<T> P(p + b, e - b);
                    ConstVec<T> G(g + b, e - b), V(v + b, e - b);
-                   auto step = ((G * V.rsqrt()) / divisor) * scale;
-                   if (momentum) {
-                     Vec<T> M(mom + b, e - b);
-                     M = M * b1 + step * c1;
-                     P = P - M;
-                   } else {
-                     P = P - step;
-                   }
+                   Descend(&P, momentum ? mom + b : nullptr,
+                           ((G * V.rsqrt()) / divisor) * scale, b1, c1);
                  });
   }
 };

@@ -379,7 +379,8 @@ class ApplyOp : public OpKernel {
     for (int i = 0; i < n_vars; ++i) {
       const bool writes = !(spec_.read_only & (1u << i));
       OP_REQUIRES_OK(ctx, VariableTensor<T>(ctx, i, use_locking_, writes, &vars[i]));
-      OP_REQUIRES(ctx, (spec_.own_shape & (1u << i)) || vars[i].shape().IsSameSize(vars[0].shape()),
+      const bool own_shape = spec_.own_shape & (1u << i);
+      OP_REQUIRES(ctx, own_shape || vars[i].shape().IsSameSize(vars[0].shape()),
                   errors::InvalidArgument(spec_.variables[i], " and ", spec_.variables[0],
                                           " do not have the same shape: ",
                                           vars[i].shape().DebugString(), " ",
@@ -452,5 +453,16 @@ struct functor_traits<kol::SignOp<T>> {
   KOL_REGISTER_KERNELS_FOR(NAME, Eigen::half)                                             \
   KOL_REGISTER_KERNELS_FOR(NAME, float)                                                   \
   KOL_REGISTER_KERNELS_FOR(NAME, double)
+
+// The CPU kernels of an op without variables, OP (registered with REGISTER_OP), computed by
+// kol::CLASS<T> for half, float, double.
+#define KOL_REGISTER_COMPUTE_FOR(OP, CLASS, TYPE)                                          \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name(#OP).Device(::tensorflow::DEVICE_CPU).TypeConstraint<TYPE>("T"),               \
+      ::kol::CLASS<TYPE>);
+#define KOL_REGISTER_COMPUTE(OP, CLASS)                                                   \
+  KOL_REGISTER_COMPUTE_FOR(OP, CLASS, Eigen::half)                                        \
+  KOL_REGISTER_COMPUTE_FOR(OP, CLASS, float)                                              \
+  KOL_REGISTER_COMPUTE_FOR(OP, CLASS, double)
 
 #endif  // KERAS_OPT_LEGACY_KERNELS_KOL_KERNELS_H_

@@ -353,12 +353,6 @@ REGISTER_OP("KolNorms")
       return Status::OK();
     });
 
-#define KOL_REGISTER_NORMS(TYPE)                                                         \
-  REGISTER_KERNEL_BUILDER(                                                               \
-      Name("KolNorms").Device(::tensorflow::DEVICE_CPU).TypeConstraint<TYPE>("T"),       \
-      ::kol::NormsOp<TYPE>);
-KOL_REGISTER_NORMS(Eigen::half)
-KOL_REGISTER_NORMS(float)
-KOL_REGISTER_NORMS(double)
+KOL_REGISTER_COMPUTE(KolNorms, NormsOp)
 
 }  // namespace kol
