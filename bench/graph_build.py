@@ -39,6 +39,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import kernels as kernel_bench  # noqa: E402  (bench/kernels.py: the rules on the library)
 
 SEED = 0
 FULL = dict(sizes=[10, 30, 100, 300, 1000], repeats=3)
@@ -63,20 +64,12 @@ def candidates(tf, keras, kol):
 
 
 def rule_candidates(tf, keras, kol):
-    """Every rule on the kernel library, with it and without it (OFF); ratio pairs."""
-    rules = {
-        'SGD momentum': lambda: kol.SGD(0.01, momentum=0.9),
-        'SGD nesterov': lambda: kol.SGD(0.01, momentum=0.9, nesterov=True),
-        'RMSprop': lambda: kol.RMSprop(), 'Nadam': lambda: kol.Nadam(),
-        'Adam amsgrad': lambda: kol.Adam(amsgrad=True), 'AdamW': lambda: kol.AdamW(),
-        'RAdam': lambda: kol.RAdam(), 'LAMB': lambda: kol.LAMB(weight_decay_rate=0.01),
-        'LARS': lambda: kol.LARS(), 'Adafactor': lambda: kol.Adafactor(),
-        'AdaBound': lambda: kol.AdaBound(),
-        'AMSBound': lambda: kol.AdaBound(amsbound=True), 'Yogi': lambda: kol.Yogi(),
-        'AdaBelief': lambda: kol.AdaBelief(),
-        'AdaBelief rectify': lambda: kol.AdaBelief(rectify=True), 'Lion': lambda: kol.Lion(),
-        'Adam EMA': lambda: kol.ExponentialMovingAverage(kol.Adam()),
-    }
+    """Every rule on the kernel library (bench/kernels.py's, and the wrappers AdamW and the EMA),
+    with it and without it (OFF); ratio pairs."""
+    rules = {name: spec['make'] for name, spec in
+             kernel_bench.rule_specs(tf, keras.backend, kol).items()}
+    rules.update({'AdamW': lambda: kol.AdamW(),
+                  'Adam EMA': lambda: kol.ExponentialMovingAverage(kol.Adam())})
     out = {'gradients only': None}
     for name, make in rules.items():
         out[name], out[name + OFF] = make, make
@@ -136,6 +129,73 @@ def linearity(sizes, medians):
     return out
 
 
+CLOCK_NAMES = (('cpu', 'CPU time'), ('wall', 'wall-clock'))
+OPS_TITLE = '## Graph size after the build (ops, model included)\n\n'
+
+
+def ratio_cell(values):
+    """The median of sorted paired ratios, min-max in brackets."""
+    return '%.2fx (%.2f-%.2f)' % (statistics.median(values), values[0], values[-1])
+
+
+def scaling_sections(sizes, factories, pairs, medians, ratios, fits, ops):
+    """The report of the default run: per clock, ms per build and ratios by N, the linear fits;
+    then the graph sizes."""
+    sections = []
+    names = list(factories)
+    for clock, clock_name in CLOCK_NAMES:
+        lines = ['| N variables | ' + ' | '.join(names) + ' | ' +
+                 ' | '.join('%s / %s' % pair for pair in pairs) + ' |',
+                 '|---:|' + '---:|' * (len(names) + len(pairs))]
+        for i, n in enumerate(sizes):
+            cells = ['%.0f' % (medians[clock][name][i] * 1e3) for name in names]
+            cells += [ratio_cell(ratios[clock]['%s / %s' % pair][i]) for pair in pairs]
+            lines.append('| %d | %s |' % (n, ' | '.join(cells)))
+        fit_lines = ['| candidate | a (ms) | b (ms/variable) | R^2 | t/N at %d / t/N at 100 | '
+                     'marginal cost per variable, largest / smallest sizes | exponent k '
+                     '(t ~ N^k, 100 to %d) |' % (sizes[-1], sizes[-1]),
+                     '|---|---:|---:|---:|---:|---:|---:|']
+        for name in names:
+            f = fits[clock][name]
+            fit_lines.append('| %s | %.1f | %.3f | %.4f | %s | %s | %s |' % (
+                name, f['a'] * 1e3, f['b'] * 1e3, f['r2'],
+                '%.2f' % f['per_var_ratio'] if 'per_var_ratio' in f else '—',
+                '%.2f' % f['marginal_ratio'] if 'marginal_ratio' in f else '—',
+                '%.2f' % f['loglog_exponent'] if 'loglog_exponent' in f else '—'))
+        sections.append('## %s, ms per build\n\n%s\n\nLinearity (fit t = a + b*N on the '
+                        'medians):\n\n%s' % (clock_name, '\n'.join(lines), '\n'.join(fit_lines)))
+    op_lines = ['| N variables | ' + ' | '.join(names) + ' |', '|---:|' + '---:|' * len(names)]
+    for n in sizes:
+        op_lines.append('| %d | %s |' % (n, ' | '.join(str(ops[name][n]) for name in names)))
+    return sections + [OPS_TITLE + '\n'.join(op_lines)]
+
+
+def rule_sections(sizes, factories, pairs, medians, ratios, fits, ops):
+    """The report of --rules: per clock, a row per rule with and without the library at each N;
+    then the graph sizes, with / without."""
+    sections = []
+    for clock, clock_name in CLOCK_NAMES:
+        lines = ['| rule | ' + ' | '.join(
+            'N = %d: with the library, ms | without, ms | with / without' % n for n in sizes) +
+            ' |', '|---|' + '---:|' * (3 * len(sizes))]
+        for name, off in pairs:
+            cells = []
+            for i, n in enumerate(sizes):
+                cells += ['%.0f' % (medians[clock][name][i] * 1e3),
+                          '%.0f' % (medians[clock][off][i] * 1e3),
+                          ratio_cell(ratios[clock]['%s / %s' % (name, off)][i])]
+            lines.append('| %s | %s |' % (name, ' | '.join(cells)))
+        sections.append('## %s, ms per build (gradients only: %s)\n\n%s' % (
+            clock_name, ', '.join('%.0f at N = %d' % (medians[clock]['gradients only'][i] * 1e3, n)
+                                  for i, n in enumerate(sizes)), '\n'.join(lines)))
+    op_lines = ['| rule | ' + ' | '.join('N = %d: with / without' % n for n in sizes) + ' |',
+                '|---|' + '---:|' * len(sizes)]
+    for name, off in pairs:
+        op_lines.append('| %s | %s |' % (name, ' | '.join(
+            '%d / %d' % (ops[name][n], ops[off][n]) for n in sizes)))
+    return sections + [OPS_TITLE + '\n'.join(op_lines)]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='sizes 10, 100, 300 only')
@@ -153,8 +213,8 @@ def main():
             print('SKIPPED bench/graph_build.py --rules: the kernel library is not usable: %s'
                   % kernels.why_not())
             return
-    for name in ('ours Adam', 'Keras Adam') if not args.rules else list(factories)[1:3]:
-        with harness.kernels_off(name.endswith(OFF)):  # warm-up: imports, first-use caches
+    for name in pairs[0]:  # warm-up: imports, first-use caches
+        with harness.kernels_off(name.endswith(OFF)):
             build_once(10, factories[name], libs)
 
     runs = {name: {n: [] for n in sizes} for name in factories}
@@ -187,60 +247,8 @@ def main():
                 'not timed); N/2 Dense(8) layers = N variables; median of %d repetitions, '
                 'builds shuffled within each repetition. Ms per build; ratios: median over '
                 'repetitions of the paired ratio (min-max in brackets).' % settings['repeats']]
-    for clock, clock_name in (('cpu', 'CPU time'), ('wall', 'wall-clock')) if args.rules else ():
-        lines = ['| rule | ' + ' | '.join(
-            'N = %d: with the library, ms | without, ms | with / without' % n for n in sizes) +
-            ' |', '|---|' + '---:|' * (3 * len(sizes))]
-        for name, off in pairs:
-            cells = []
-            for i, n in enumerate(sizes):
-                values = ratios[clock]['%s / %s' % (name, off)][i]
-                cells += ['%.0f' % (medians[clock][name][i] * 1e3),
-                          '%.0f' % (medians[clock][off][i] * 1e3),
-                          '%.2fx (%.2f-%.2f)' % (statistics.median(values), values[0],
-                                                 values[-1])]
-            lines.append('| %s | %s |' % (name, ' | '.join(cells)))
-        sections.append('## %s, ms per build (gradients only: %s)\n\n%s' % (
-            clock_name, ', '.join('%.0f at N = %d' % (medians[clock]['gradients only'][i] * 1e3, n)
-                                  for i, n in enumerate(sizes)), '\n'.join(lines)))
-    for clock, clock_name in (('cpu', 'CPU time'), ('wall', 'wall-clock')) if not args.rules \
-            else ():
-        names = list(factories)
-        lines = ['| N variables | ' + ' | '.join(names) + ' | ' +
-                 ' | '.join('%s / %s' % pair for pair in pairs) + ' |',
-                 '|---:|' + '---:|' * (len(names) + len(pairs))]
-        for i, n in enumerate(sizes):
-            cells = ['%.0f' % (medians[clock][name][i] * 1e3) for name in names]
-            for pair in pairs:
-                values = ratios[clock]['%s / %s' % pair][i]
-                cells.append('%.2fx (%.2f-%.2f)' % (statistics.median(values), values[0],
-                                                    values[-1]))
-            lines.append('| %d | %s |' % (n, ' | '.join(cells)))
-        fit_lines = ['| candidate | a (ms) | b (ms/variable) | R^2 | t/N at %d / t/N at 100 | '
-                     'marginal cost per variable, largest / smallest sizes | exponent k '
-                     '(t ~ N^k, 100 to %d) |' % (sizes[-1], sizes[-1]),
-                     '|---|---:|---:|---:|---:|---:|---:|']
-        for name in names:
-            f = fits[clock][name]
-            fit_lines.append('| %s | %.1f | %.3f | %.4f | %s | %s | %s |' % (
-                name, f['a'] * 1e3, f['b'] * 1e3, f['r2'],
-                '%.2f' % f['per_var_ratio'] if 'per_var_ratio' in f else '—',
-                '%.2f' % f['marginal_ratio'] if 'marginal_ratio' in f else '—',
-                '%.2f' % f['loglog_exponent'] if 'loglog_exponent' in f else '—'))
-        sections.append('## %s, ms per build\n\n%s\n\nLinearity (fit t = a + b*N on the '
-                        'medians):\n\n%s' % (clock_name, '\n'.join(lines), '\n'.join(fit_lines)))
-    op_lines = ['| N variables | ' + ' | '.join(factories) + ' |',
-                '|---:|' + '---:|' * len(factories)]
-    for n in sizes:
-        op_lines.append('| %d | %s |' % (n, ' | '.join(str(ops[name][n]) for name in factories)))
-    if args.rules:  # a row per rule: with the library / without
-        op_lines = ['| rule | ' + ' | '.join('N = %d: with / without' % n for n in sizes) + ' |',
-                    '|---|' + '---:|' * len(sizes)]
-        for name, off in pairs:
-            op_lines.append('| %s | %s |' % (name, ' | '.join(
-                '%d / %d' % (ops[name][n], ops[off][n]) for n in sizes)))
-    sections.append('## Graph size after the build (ops, model included)\n\n' +
-                    '\n'.join(op_lines))
+    report = rule_sections if args.rules else scaling_sections
+    sections += report(sizes, factories, pairs, medians, ratios, fits, ops)
     seconds = time.perf_counter() - started
     sections.append('Total run time: %.0f s' % seconds)
     markdown = '\n\n'.join(sections)
