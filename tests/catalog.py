@@ -395,26 +395,30 @@ def _adafactor_slots(options):
     return ('vr', 'vc', 'v') + (('m',) if options.get('beta_1') else ())
 
 
-def _adafactor_slot_applies(options, slot, shape):
-    factored = options.get('factored', True) and len(shape) >= 2 and \
+def _adafactor_factors(options, shape):
+    """Whether Adafactor factors a parameter of `shape` (keeps vr, vc) with `options`."""
+    return options.get('factored', True) and len(shape) >= 2 and \
         min(shape[-2:]) >= options.get('min_dim_size_to_factor', 0)
-    return slot == 'm' or (slot in ('vr', 'vc')) == factored
+
+
+def _adafactor_slot_applies(options, slot, shape):
+    return slot == 'm' or (slot in ('vr', 'vc')) == _adafactor_factors(options, shape)
 
 
 def _adafactor_kernel(options, shape=None):
     """A factored parameter's passes (the RMS of the update a pass of its own, with clipping),
     and a full v's; on the test model (`shape` None) both: its kernel is factored, its bias not.
-    None where whether it factors depends on the model (min_dim_size_to_factor)."""
-    if options.get('min_dim_size_to_factor'):
+    None for the test model where whether it factors depends on min_dim_size_to_factor."""
+    if shape is None and options.get('min_dim_size_to_factor'):
         return None
     momentum = 'Momentum' if options.get('beta_1') else ''
     full = {'KolApplyAdafactorMoments', 'KolApplyAdafactor' + momentum}
     factored = {'KolApplyAdafactorFactoredMoments', 'KolApplyAdafactorFactored' + momentum}
     if options.get('clipping_threshold', 1.) is not None:
         factored.add('KolAdafactorFactoredRms')
-    if not options.get('factored', True) or (shape is not None and len(shape) < 2):
-        return frozenset(full)
-    return frozenset(factored if shape is not None else factored | full)
+    if shape is None:
+        return frozenset(factored | full if options.get('factored', True) else full)
+    return frozenset(factored if _adafactor_factors(options, shape) else full)
 
 
 # The library's ops that compute from tensors and write no variable.
@@ -487,8 +491,8 @@ NEW_RULES = [
                       decay_exponent=0.7), 'config', id='non-default'),
          ]),
     rule('AdaBound', lr=0.01, slots=_adabound_slots, scalars=('initial_lr',),
-         kernel=lambda options, shape=None: frozenset(['KolApplyAmsBound' if options.get('amsbound')
-                                           else 'KolApplyAdaBound']),
+         kernel=lambda options, shape=None: frozenset(
+             ['KolApplyAmsBound' if options.get('amsbound') else 'KolApplyAdaBound']),
          space=dict(lr=f32(1e-4, 0.1), final_lr=f32(0.01, 1.), beta_1=UNIT, beta_2=BETA_2,
                     gamma=f32(1e-3, 0.5), epsilon=EPSILON, amsbound=st.booleans()),
          options=[
@@ -501,8 +505,8 @@ NEW_RULES = [
                       amsbound=True, decay=0.1), 'config', id='non-default'),
          ]),
     rule('Yogi', lr=0.01, slots=lambda options: ('m', 'v') if options.get('beta_1', 0.9) else ('v',),
-         kernel=lambda options, shape=None: frozenset(['KolApplyYogi' if options.get('beta_1', 0.9)
-                                           else 'KolApplyYogiNoMomentum']),
+         kernel=lambda options, shape=None: frozenset(
+             ['KolApplyYogi' if options.get('beta_1', 0.9) else 'KolApplyYogiNoMomentum']),
          space=dict(lr=f32(1e-3, 0.1), beta_1=UNIT, beta_2=BETA_2, epsilon=f32(1e-3, 0.1),
                     initial_accumulator_value=f32(1e-6, 0.1)),
          options=[
@@ -520,8 +524,8 @@ NEW_RULES = [
     # eps that alone changes the step many-fold (float32, not the optimizer: as Adam's BETA_2).
     # The property test draws eps from 1e-6 on; the reference test covers the default 1e-16.
     rule('AdaBelief', lr=0.01, slots=('m', 's'),
-         kernel=lambda options, shape=None: frozenset(['KolApplyAdaBeliefRectified' if options.get('rectify')
-                                           else 'KolApplyAdaBelief']),
+         kernel=lambda options, shape=None: frozenset(
+             ['KolApplyAdaBeliefRectified' if options.get('rectify') else 'KolApplyAdaBelief']),
          space=dict(lr=f32(1e-4, 0.1), beta_1=UNIT, beta_2=RECTIFIED_BETA_2,
                     epsilon=f32(1e-6, 1e-3), rectify=st.booleans()),
          options=[

@@ -5,9 +5,9 @@ in float32 and float64, and is compared with (a) a NumPy computation of the same
 same dtype (the formula path's tolerances), (b) the rule's formula as a TF graph (the code of the
 rule's `_apply`, built with the package's own `ops.assign_all`), bitwise where the operations
 are the same, and (c) itself on the other kind of variable, bitwise. Then: determinism across
-processes (the sums of LAMB, KolNorms and Adafactor too), TF's copy-on-write of resource variables, the
-fallback cases where `ops()` returns None (library disabled, missing, failing to load, mixed
-variable kinds, a GPU), and errors.
+processes (the sums of LAMB, KolNorms and Adafactor too), TF's copy-on-write of resource
+variables, the fallback cases where `ops()` returns None (library disabled, missing, failing to
+load, mixed variable kinds, a GPU), and errors.
 
 `make test` sets REQUIRE_KERNELS=1: then a library that cannot be used fails these tests instead
 of skipping them -- unless it is known not to work with this TensorFlow (built with GCC 4: TF
@@ -485,7 +485,8 @@ def adafactor_case(factored, clipping_threshold, parameter_scale, beta_1):
             x = x / max(one, rms(x) / p.dtype.type(clipping_threshold))
         update = s['lr'] * (max(rms(p), p.dtype.type(1e-3)) if parameter_scale else one) * x
         if beta_1:
-            update = new['m'] = p.dtype.type(beta_1) * sl['m'] + p.dtype.type(1. - beta_1) * update
+            update = new['m'] = \
+                p.dtype.type(beta_1) * sl['m'] + p.dtype.type(1. - beta_1) * update
         return p - update, new
     return Case(slots, scalars, call, numpy, formula, False)
 

@@ -352,8 +352,8 @@ def test_the_other_rules_densify_once_and_update_in_place(name):
     entry = catalog.entry(name)
     nodes, model = executed(lambda: catalog.make(entry, dict(lr=entry.lr)))
     assert len(dense_conversions(K.get_session().graph)) == 1
-    written = writers(nodes, model.trainable_weights[sp.TABLE])
     table = model.trainable_weights[sp.TABLE]
+    written = writers(nodes, table)
     library = catalog.kernel_ops(entry, dict(lr=entry.lr), shape=K.int_shape(table))
     if library is not None and kernels.library() is not None:
         assert written == sorted(library - catalog.COMPUTING_OPS)  # they read the table
