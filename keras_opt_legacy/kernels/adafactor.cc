@@ -89,6 +89,21 @@ struct Rows {
       ctx->eigen_device<CPUDevice>().parallelFor(blocks(), cost, run);
     }
   }
+
+  // The sum of f(block, matrix, first_row, end_row), a double per block, added in block order
+  // whatever the threads did (deterministic).
+  template <typename F>
+  double SumBlocks(OpKernelContext* ctx, double bytes_loaded, double bytes_stored, double cycles,
+                   const F& f) const {
+    std::vector<double> sums(blocks(), 0.);
+    ForBlocks(ctx, bytes_loaded, bytes_stored, cycles,
+              [&](int64 k, int64 matrix, int64 begin, int64 end) {
+                sums[k] = f(k, matrix, begin, end);
+              });
+    double total = 0.;
+    for (double s : sums) total += s;
+    return total;
+  }
 };
 
 // The checks of a factored parameter's shape and of its row and column arrays.
@@ -168,22 +183,21 @@ struct AdafactorFactoredMoments {
     const T* g = a.t(1);
     const bool scale = parameter_scale;
     std::vector<A> column_sums(rows.blocks() * m);  // each block's, then added in order
-    std::vector<double> p_sums(rows.blocks(), 0.);
-    rows.ForBlocks(ctx, (scale ? 2 : 1) * sizeof(T), 0, 8,
-                   [&](int64 k, int64 matrix, int64 begin, int64 end) {
-                     Vec<A> columns(column_sums.data() + k * m, m);
-                     columns.setZero();
-                     double p_sum = 0.;
-                     for (int64 i = begin; i < end; ++i) {
-                       const int64 row = matrix * n + i;
-                       ConstVec<T> G(g + row * m, m);
-                       columns += (G.square() + tiny).template cast<A>();
-                       const A mean = SumOf<A>(G.square() + tiny) / static_cast<A>(m);
-                       vr[row] = d * vr[row] + rest * static_cast<T>(mean);
-                       if (scale) p_sum += SumOfSquares<T>(ConstVec<T>(p + row * m, m));
-                     }
-                     p_sums[k] = p_sum;
-                   });
+    const double p_total = rows.SumBlocks(
+        ctx, (scale ? 2 : 1) * sizeof(T), 0, 8, [&](int64 k, int64 matrix, int64 begin, int64 end) {
+          Vec<A> columns(column_sums.data() + k * m, m);
+          columns.setZero();
+          double p_sum = 0.;
+          for (int64 i = begin; i < end; ++i) {
+            const int64 row = matrix * n + i;
+            ConstVec<T> G(g + row * m, m);
+            columns += (G.square() + tiny).template cast<A>();
+            const A mean = SumOf<A>(G.square() + tiny) / static_cast<A>(m);
+            vr[row] = d * vr[row] + rest * static_cast<T>(mean);
+            if (scale) p_sum += SumOfSquares<T>(ConstVec<T>(p + row * m, m));
+          }
+          return p_sum;
+        });
     std::vector<A> totals(m);
     Vec<A> total(totals.data(), m);
     for (int64 matrix = 0; matrix < rows.matrices; ++matrix) {
@@ -193,8 +207,6 @@ struct AdafactorFactoredMoments {
       Vec<T> C(vc + matrix * m, m);
       C = C * d + (total / static_cast<A>(n)).template cast<T>() * rest;
     }
-    double p_total = 0.;
-    for (double s : p_sums) p_total += s;
     SetRms<T>(ctx, 0, scale ? p_total : 0., a.n);
   }
 };
@@ -207,7 +219,6 @@ class FactoredRmsOp : public OpKernel {
   explicit FactoredRmsOp(OpKernelConstruction* c) : OpKernel(c) {}
 
   void Compute(OpKernelContext* ctx) override {
-    typedef typename AccumulatorOf<T>::type A;
     const Tensor& grad = ctx->input(0);
     const Tensor& r = ctx->input(1);
     const Tensor& c = ctx->input(2);
@@ -218,18 +229,16 @@ class FactoredRmsOp : public OpKernel {
     const T* g = grad.flat<T>().data();
     const T* rp = r.flat<T>().data();
     const T* cp = c.flat<T>().data();
-    std::vector<double> sums(rows.blocks(), 0.);
-    rows.ForBlocks(ctx, sizeof(T), 0, 6, [&](int64 k, int64 matrix, int64 begin, int64 end) {
-      ConstVec<T> C(cp + matrix * m, m);
-      double sum = 0.;
-      for (int64 i = begin; i < end; ++i) {
-        const int64 row = matrix * n + i;
-        sum += SumOf<A>(((ConstVec<T>(g + row * m, m) * rp[row]) * C).square());
-      }
-      sums[k] = sum;
-    });
-    double total = 0.;
-    for (double s : sums) total += s;
+    const double total =
+        rows.SumBlocks(ctx, sizeof(T), 0, 6, [&](int64, int64 matrix, int64 begin, int64 end) {
+          ConstVec<T> C(cp + matrix * m, m);
+          double sum = 0.;
+          for (int64 i = begin; i < end; ++i) {
+            const int64 row = matrix * n + i;
+            sum += SumOfSquares<T>((ConstVec<T>(g + row * m, m) * rp[row]) * C);
+          }
+          return sum;
+        });
     SetRms<T>(ctx, 0, total, grad.NumElements());
   }
 };
