@@ -350,16 +350,21 @@ class Adafactor(Optimizer):
             x = g * tf.rsqrt(v_t)
             updates = [(v, v_t)]
         if self.clipping_threshold is not None:
-            x = x / K.maximum(_rms(x) / self.clipping_threshold, 1.)
-        scale = step.lr
-        if self.multiply_by_parameter_scale:
-            scale = scale * K.maximum(_rms(p), 1e-3)
-        update = scale * x
+            x = x / self._divisor(_rms(x))
+        update = self._scale(step, _rms(p) if self.multiply_by_parameter_scale else None) * x
         if self.beta_1 > 0:
             m = slots['m']
             update = self.beta_1 * m + (1. - self.beta_1) * update
             updates.append((m, update))
         return updates + [(p, minus(update))]
+
+    def _divisor(self, x_rms):
+        """Update clipping's divisor of x: max(1, RMS(x)/clipping_threshold)."""
+        return K.maximum(x_rms / self.clipping_threshold, 1.)
+
+    def _scale(self, step, p_rms):
+        """The step size: the rate, times max(RMS(p), 1e-3) with parameter scaling."""
+        return step.lr * K.maximum(p_rms, 1e-3) if self.multiply_by_parameter_scale else step.lr
 
     def _fused(self, p, g, slots, step):
         """The kernel library's passes (kernels/adafactor.cc): the moments in place with RMS(p),
@@ -369,9 +374,9 @@ class Adafactor(Optimizer):
 
     def _passes(self, k, p, g, slots, step):
         scales, clips = self.multiply_by_parameter_scale, self.clipping_threshold is not None
-        m = slots.get('m')
+        m, factored = slots.get('m'), 'vr' in slots
         momentum = (self.beta_1, 1. - self.beta_1) if m is not None else (None, None)
-        if 'vr' in slots:
+        if factored:
             vr, vc = slots['vr'], slots['vc']
             p_rms = k.adafactor_factored_moments(p, vr, vc, step.decay, g, parameter_scale=scales)
             if p_rms is None:
@@ -385,9 +390,9 @@ class Adafactor(Optimizer):
             if moments is None:
                 return None
             x_rms, p_rms = moments
-        divisor = K.maximum(x_rms / self.clipping_threshold, 1.) if clips else 1.
-        scale = step.lr * K.maximum(p_rms, 1e-3) if scales else step.lr
-        if 'vr' in slots:
+        divisor = self._divisor(x_rms) if clips else 1.
+        scale = self._scale(step, p_rms)
+        if factored:
             return [k.adafactor_factored(p, m, rows, columns, scale, divisor, *momentum, g)]
         with tf.control_dependencies([p_rms.op]):  # v is read after its update
             return [k.adafactor(p, m, slots['v'], scale, divisor, *momentum, g)]
